@@ -557,26 +557,27 @@ mod tests {
                     r.received = rx.map(Timestamp);
                     Record::Reading(r)
                 });
-            let event = (any::<i64>(), any::<bool>(), ".{0,20}").prop_map(|(t, b, s)| {
-                Record::Event(Event {
-                    device: DeviceId::new("dev-2").expect("id"),
-                    time: Timestamp(t),
-                    received: None,
-                    kind: if b {
-                        EventKind::Fall {
-                            confidence: Some(0.5),
-                        }
-                    } else {
-                        EventKind::StockLevel {
-                            item: s,
-                            quantity: 3.0,
-                            location: None,
-                        }
-                    },
-                    source: Source::Simulator,
-                    patient: None,
-                })
-            });
+            let event =
+                (0i64..253_402_300_799_999, any::<bool>(), ".{0,20}").prop_map(|(t, b, s)| {
+                    Record::Event(Event {
+                        device: DeviceId::new("dev-2").expect("id"),
+                        time: Timestamp(t),
+                        received: None,
+                        kind: if b {
+                            EventKind::Fall {
+                                confidence: Some(0.5),
+                            }
+                        } else {
+                            EventKind::StockLevel {
+                                item: s,
+                                quantity: 3.0,
+                                location: None,
+                            }
+                        },
+                        source: Source::Simulator,
+                        patient: None,
+                    })
+                });
             prop_oneof![reading, event]
         }
 
