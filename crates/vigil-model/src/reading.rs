@@ -541,9 +541,9 @@ mod tests {
             let reading = (
                 metric(),
                 proptest::option::of(-1e6f64..1e6),
-                any::<i64>(),
+                0i64..253_402_300_799_999,
                 any::<u16>(),
-                proptest::option::of(any::<i64>()),
+                proptest::option::of(0i64..253_402_300_799_999),
             )
                 .prop_map(|(metric, value, t, flags, rx)| {
                     let mut r = Reading::quantity(
