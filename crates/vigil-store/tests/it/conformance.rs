@@ -1,0 +1,478 @@
+use vigil_model::{
+    Assignment, Component, Device, DeviceId, DeviceKind, Event, EventKind, Metric, Patient,
+    PatientId, Reading, Record, Source, Timestamp,
+};
+use vigil_store::{ApiToken, IncomingRecord, IngestBatch, ReadingQuery, Store};
+
+const T0: i64 = 1_750_000_000_000;
+
+fn pid(s: &str) -> PatientId {
+    PatientId::new(s).expect("id")
+}
+fn did(s: &str) -> DeviceId {
+    DeviceId::new(s).expect("id")
+}
+fn m(code: &str) -> Metric {
+    code.parse().expect("code")
+}
+
+async fn enrol(store: &impl Store, patient: &str, device: &str, gateway: Option<&str>) {
+    store
+        .upsert_patient(Patient {
+            id: pid(patient),
+            name: Some(format!("Test {patient}")),
+            birth_date: None,
+        })
+        .await
+        .expect("patient");
+    store
+        .upsert_device(Device {
+            id: did(device),
+            kind: DeviceKind::Wearable,
+            serial: None,
+            mac: None,
+            eui64: None,
+            manufacturer: None,
+            model: None,
+            gateway: gateway.map(str::to_owned),
+        })
+        .await
+        .expect("device");
+    store
+        .assign(Assignment {
+            device: did(device),
+            patient: pid(patient),
+            from: Timestamp(0),
+            to: None,
+        })
+        .await
+        .expect("assign");
+}
+
+fn hr(device: &str, i: i64, v: f64) -> Record {
+    let mut r = Reading::quantity(did(device), m("8867-4"), v, Timestamp(T0 + i * 1000));
+    r.received = Some(Timestamp(T0 + i * 1000 + 200));
+    r.source = Source::Simulator;
+    Record::Reading(r)
+}
+
+fn batch(gateway: &str, after: u64, first_seq: u64, recs: Vec<Record>) -> IngestBatch {
+    IngestBatch {
+        gateway: gateway.into(),
+        epoch: 7,
+        after,
+        records: recs
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| IncomingRecord {
+                seq: first_seq + i as u64,
+                record: Ok(r),
+            })
+            .collect(),
+        hub_received: Timestamp(T0 + 10_000_000),
+        max_future_ms: 300_000,
+    }
+}
+
+fn all(patient: &str) -> ReadingQuery {
+    ReadingQuery {
+        patient: pid(patient),
+        metric: None,
+        from: None,
+        to: None,
+        limit: usize::MAX,
+        descending: false,
+    }
+}
+
+pub async fn ingested_readings_are_queryable_by_metric_and_time_range(s: &impl Store) {
+    enrol(s, "p1", "w1", None).await;
+    let recs: Vec<Record> = (0..5000)
+        .map(|i| hr("w1", i, 60.0 + (i % 30) as f64))
+        .collect();
+    let out = s.ingest(batch("gw", 0, 1, recs)).await.expect("ingest");
+    assert_eq!(
+        (out.stored, out.quarantined, out.duplicates, out.cursor),
+        (5000, 0, 0, 5000)
+    );
+    assert_eq!(out.accepted.len(), 5000);
+    let got = s.readings(all("p1")).await.expect("query");
+    assert_eq!(got.len(), 5000);
+    assert_eq!(got[17].value, Some(77.0));
+    assert_eq!(got[17].received, Some(Timestamp(T0 + 17_000 + 200)));
+    assert_eq!(got[17].hub_received, Timestamp(T0 + 10_000_000));
+    let q = ReadingQuery {
+        metric: Some(m("8867-4")),
+        from: Some(Timestamp(T0 + 1000 * 1000)),
+        to: Some(Timestamp(T0 + 1999 * 1000)),
+        ..all("p1")
+    };
+    let got = s.readings(q.clone()).await.expect("range");
+    assert_eq!(got.len(), 1000);
+    assert_eq!(got[0].time, Timestamp(T0 + 1000 * 1000));
+    let newest = s
+        .readings(ReadingQuery {
+            descending: true,
+            limit: 3,
+            ..q
+        })
+        .await
+        .expect("desc");
+    let times: Vec<i64> = newest.iter().map(|r| (r.time.0 - T0) / 1000).collect();
+    assert_eq!(times, [1999, 1998, 1997]);
+    let none = s
+        .readings(ReadingQuery {
+            metric: Some(m("59408-5")),
+            ..all("p1")
+        })
+        .await
+        .expect("other metric");
+    assert!(none.is_empty());
+    let summary = s.patients().await.expect("patients");
+    assert_eq!(summary.len(), 1);
+    assert_eq!(summary[0].latest.len(), 1);
+    assert_eq!(summary[0].latest[0].time, Timestamp(T0 + 4999 * 1000));
+}
+
+pub async fn the_same_batch_sent_twice_is_stored_once(s: &impl Store) {
+    enrol(s, "p1", "w1", None).await;
+    let recs: Vec<Record> = (0..100).map(|i| hr("w1", i, 70.0)).collect();
+    s.ingest(batch("gw", 0, 1, recs.clone()))
+        .await
+        .expect("first");
+    let again = s
+        .ingest(batch("gw", 0, 1, recs.clone()))
+        .await
+        .expect("again");
+    assert_eq!(
+        (again.stored, again.duplicates, again.cursor),
+        (0, 100, 100)
+    );
+    // A resend that overlaps the stored part and extends it stores only the new tail.
+    let mut more = recs[50..].to_vec();
+    more.extend((100..150).map(|i| hr("w1", i, 71.0)));
+    let o = s.ingest(batch("gw", 50, 51, more)).await.expect("overlap");
+    assert_eq!((o.stored, o.duplicates, o.cursor), (50, 50, 150));
+    assert_eq!(s.readings(all("p1")).await.expect("q").len(), 150);
+    assert_eq!(s.stats().await.expect("stats").readings, 150);
+}
+
+pub async fn a_batch_claiming_a_cursor_ahead_of_the_hub_is_refused(s: &impl Store) {
+    enrol(s, "p1", "w1", None).await;
+    let err = s
+        .ingest(batch("gw", 10, 11, vec![hr("w1", 1, 70.0)]))
+        .await
+        .expect_err("ahead");
+    assert!(
+        matches!(
+            err,
+            vigil_store::StoreError::CursorAhead {
+                claimed: 10,
+                cursor: 0
+            }
+        ),
+        "{err}"
+    );
+    assert!(s.readings(all("p1")).await.expect("q").is_empty());
+}
+
+pub async fn unknown_devices_are_quarantined_and_reprocessed_after_enrolment(s: &impl Store) {
+    s.upsert_patient(Patient {
+        id: pid("p2"),
+        name: None,
+        birth_date: None,
+    })
+    .await
+    .expect("patient");
+    let out = s
+        .ingest(batch(
+            "gw",
+            0,
+            1,
+            (0..10).map(|i| hr("stranger", i, 80.0)).collect(),
+        ))
+        .await
+        .expect("ingest");
+    assert_eq!((out.stored, out.quarantined, out.cursor), (0, 10, 10));
+    let q = s.quarantine(100, true).await.expect("quarantine");
+    assert_eq!(q.len(), 10);
+    assert_eq!(q[0].reason_code, "unknown_device");
+    assert_eq!(
+        q[0].record
+            .as_ref()
+            .and_then(|r| r["reading"]["value"].as_f64()),
+        Some(80.0)
+    );
+    // Enrolling the device alone is not enough: it has no patient yet.
+    s.upsert_device(Device {
+        id: did("stranger"),
+        kind: DeviceKind::PulseOximeter,
+        serial: Some("SN1".into()),
+        mac: None,
+        eui64: None,
+        manufacturer: None,
+        model: None,
+        gateway: None,
+    })
+    .await
+    .expect("device");
+    let q = s.quarantine(100, true).await.expect("quarantine");
+    assert_eq!(q.len(), 10, "still unattributed");
+    let r = s
+        .assign(Assignment {
+            device: did("stranger"),
+            patient: pid("p2"),
+            from: Timestamp(0),
+            to: None,
+        })
+        .await
+        .expect("assign");
+    assert_eq!((r.stored, r.still_quarantined), (10, 0));
+    assert!(s.quarantine(100, true).await.expect("q").is_empty());
+    assert_eq!(s.readings(all("p2")).await.expect("readings").len(), 10);
+    // Re-processing again stores nothing twice.
+    assert_eq!(s.reprocess_quarantine().await.expect("again").stored, 0);
+    assert_eq!(s.readings(all("p2")).await.expect("readings").len(), 10);
+}
+
+pub async fn a_device_moving_between_patients_is_attributed_by_reading_time(s: &impl Store) {
+    for p in ["alice", "bob"] {
+        s.upsert_patient(Patient {
+            id: pid(p),
+            name: None,
+            birth_date: None,
+        })
+        .await
+        .expect("patient");
+    }
+    s.upsert_device(Device {
+        id: did("cuff"),
+        kind: DeviceKind::BloodPressureMonitor,
+        serial: None,
+        mac: None,
+        eui64: None,
+        manufacturer: None,
+        model: None,
+        gateway: None,
+    })
+    .await
+    .expect("device");
+    let switch = Timestamp(T0 + 50_000);
+    s.assign(Assignment {
+        device: did("cuff"),
+        patient: pid("alice"),
+        from: Timestamp(0),
+        to: Some(switch),
+    })
+    .await
+    .expect("a");
+    s.assign(Assignment {
+        device: did("cuff"),
+        patient: pid("bob"),
+        from: switch,
+        to: None,
+    })
+    .await
+    .expect("b");
+    let bp = |i: i64| {
+        Record::Reading(Reading::panel(
+            did("cuff"),
+            m("85354-9"),
+            vec![
+                Component {
+                    metric: m("8480-6"),
+                    value: 120.0 + i as f64,
+                },
+                Component {
+                    metric: m("8462-4"),
+                    value: 80.0,
+                },
+            ],
+            Timestamp(T0 + i * 1000),
+        ))
+    };
+    // Sent late and out of order: attribution follows the reading's own time.
+    let out = s
+        .ingest(batch("gw", 0, 1, vec![bp(70), bp(10), bp(49), bp(50)]))
+        .await
+        .expect("ingest");
+    assert_eq!(out.stored, 4);
+    let a = s.readings(all("alice")).await.expect("alice");
+    let b = s.readings(all("bob")).await.expect("bob");
+    assert_eq!(
+        a.iter().map(|r| r.components[0].value).collect::<Vec<_>>(),
+        [130.0, 169.0]
+    );
+    assert_eq!(
+        b.iter().map(|r| r.components[0].value).collect::<Vec<_>>(),
+        [170.0, 190.0]
+    );
+    assert_eq!(
+        s.assignments(Some(&did("cuff"))).await.expect("list").len(),
+        2
+    );
+}
+
+pub async fn impossible_values_and_future_times_are_quarantined_with_their_reason(s: &impl Store) {
+    enrol(s, "p1", "w1", None).await;
+    let spo2 = Record::Reading(Reading::quantity(
+        did("w1"),
+        m("59408-5"),
+        140.0,
+        Timestamp(T0),
+    ));
+    let weight = Record::Reading(Reading::quantity(
+        did("w1"),
+        m("29463-7"),
+        -1.0,
+        Timestamp(T0),
+    ));
+    let future = hr("w1", 100_000, 70.0); // 100,000 s after T0: far past hub_received
+    let fine = hr("w1", 1, 70.0);
+    let out = s
+        .ingest(batch("gw", 0, 1, vec![spo2, weight, future, fine]))
+        .await
+        .expect("ingest");
+    assert_eq!((out.stored, out.quarantined, out.cursor), (1, 3, 4));
+    let mut codes: Vec<String> = s
+        .quarantine(10, true)
+        .await
+        .expect("q")
+        .into_iter()
+        .map(|e| e.reason_code)
+        .collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        ["future_time", "impossible_value", "impossible_value"]
+    );
+}
+
+pub async fn a_device_enrolled_to_another_gateway_is_quarantined(s: &impl Store) {
+    enrol(s, "p1", "w1", Some("gw-home")).await;
+    let out = s
+        .ingest(batch("gw-other", 0, 1, vec![hr("w1", 1, 70.0)]))
+        .await
+        .expect("ingest");
+    assert_eq!(out.quarantined, 1);
+    let out = s
+        .ingest(batch("gw-home", 0, 1, vec![hr("w1", 2, 70.0)]))
+        .await
+        .expect("ingest");
+    assert_eq!(out.stored, 1);
+    assert_eq!(
+        s.quarantine(10, true).await.expect("q")[0].reason_code,
+        "wrong_gateway"
+    );
+}
+
+pub async fn compaction_keeps_every_reading_and_shrinks_storage(s: &impl Store) {
+    enrol(s, "p1", "w1", None).await;
+    let mut seq = 1;
+    for b in 0..36 {
+        let recs: Vec<Record> = (0..100)
+            .map(|i| hr("w1", b * 100 + i, 60.0 + ((b + i) % 20) as f64))
+            .collect();
+        s.ingest(batch("gw", seq - 1, seq, recs))
+            .await
+            .expect("ingest");
+        seq += 100;
+    }
+    let before = s.stats().await.expect("stats");
+    assert_eq!(before.readings, 3600);
+    assert!(before.chunks >= 36);
+    let removed = s.compact().await.expect("compact");
+    assert!(removed > 0);
+    let after = s.stats().await.expect("stats");
+    assert_eq!(after.readings, 3600);
+    assert!(after.chunks < before.chunks);
+    assert!(after.chunk_bytes < before.chunk_bytes);
+    let got = s.readings(all("p1")).await.expect("q");
+    assert_eq!(got.len(), 3600);
+    assert!(got.windows(2).all(|w| w[0].time < w[1].time));
+}
+
+pub async fn latest_values_follow_device_time_not_arrival_order(s: &impl Store) {
+    enrol(s, "p1", "w1", None).await;
+    s.ingest(batch("gw", 0, 1, vec![hr("w1", 100, 90.0)]))
+        .await
+        .expect("new");
+    s.ingest(batch("gw", 1, 2, vec![hr("w1", 5, 50.0)]))
+        .await
+        .expect("late old");
+    let latest = s.latest(&pid("p1")).await.expect("latest");
+    assert_eq!(latest.len(), 1);
+    assert_eq!(latest[0].value, Some(90.0));
+}
+
+pub async fn events_are_stored_per_patient(s: &impl Store) {
+    enrol(s, "p1", "w1", None).await;
+    let fall = Record::Event(Event {
+        device: did("w1"),
+        time: Timestamp(T0 + 5),
+        received: None,
+        kind: EventKind::Fall {
+            confidence: Some(0.9),
+        },
+        source: Source::Simulator,
+        patient: None,
+    });
+    let out = s
+        .ingest(batch("gw", 0, 1, vec![fall]))
+        .await
+        .expect("ingest");
+    assert_eq!(out.stored, 1);
+    let ev = s.events(&pid("p1"), None, None, 10).await.expect("events");
+    assert_eq!(ev.len(), 1);
+    assert_eq!(
+        ev[0].event.kind,
+        EventKind::Fall {
+            confidence: Some(0.9)
+        }
+    );
+    assert_eq!(s.stats().await.expect("stats").events, 1);
+}
+
+pub async fn gateway_and_api_tokens_are_looked_up_by_hash_and_revocable(s: &impl Store) {
+    s.create_gateway("gw-1", b"hash-1").await.expect("create");
+    assert!(
+        s.create_gateway("gw-1", b"hash-2").await.is_err(),
+        "ids are unique"
+    );
+    assert_eq!(
+        s.gateway_by_token(b"hash-1")
+            .await
+            .expect("lookup")
+            .map(|g| g.id),
+        Some("gw-1".into())
+    );
+    assert_eq!(s.gateway_by_token(b"nope").await.expect("lookup"), None);
+    s.revoke_gateway("gw-1").await.expect("revoke");
+    assert_eq!(s.gateway_by_token(b"hash-1").await.expect("lookup"), None);
+    let t = ApiToken {
+        name: "ops".into(),
+        role: "admin".into(),
+        created: Timestamp(T0),
+        expires: None,
+        revoked: false,
+    };
+    s.create_api_token(b"tok", t.clone()).await.expect("token");
+    assert_eq!(s.api_token(b"tok").await.expect("lookup"), Some(t));
+}
+
+pub async fn separate_epochs_of_one_gateway_have_separate_cursors(s: &impl Store) {
+    enrol(s, "p1", "w1", None).await;
+    s.ingest(batch(
+        "gw",
+        0,
+        1,
+        (0..10).map(|i| hr("w1", i, 70.0)).collect(),
+    ))
+    .await
+    .expect("epoch 7");
+    let mut b = batch("gw", 0, 1, (10..20).map(|i| hr("w1", i, 70.0)).collect());
+    b.epoch = 8; // a reinstalled gateway starts its sequence again
+    let out = s.ingest(b).await.expect("epoch 8");
+    assert_eq!((out.stored, out.duplicates), (10, 0));
+    assert_eq!(s.readings(all("p1")).await.expect("q").len(), 20);
+}
