@@ -1,0 +1,198 @@
+//! Spawning and talking to real hub and gateway processes.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use vigil_model::{Record, Timestamp};
+use vigil_sim::LoadSpec;
+
+pub fn vigil() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vigil"))
+}
+
+/// A child process that is killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Proc {
+    /// SIGKILL: no chance to flush or shut down.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn spawn_announcing(mut cmd: Command, prefix: &str) -> Proc {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn vigil");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let prefix = prefix.to_owned();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if !sent && let Some(rest) = line.strip_prefix(&prefix) {
+                let _ = tx.send(rest.trim().to_owned());
+                sent = true;
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("process announces its address");
+    Proc { child, url }
+}
+
+pub fn spawn_hub(data_dir: &Path, listen: &str) -> Proc {
+    let mut cmd = vigil();
+    cmd.args(["--log", "warn", "hub", "--listen", listen, "--data-dir"])
+        .arg(data_dir);
+    spawn_announcing(cmd, "hub listening on ")
+}
+
+pub fn spawn_gateway(hub_url: &str, token_file: &Path, outbox: &Path, batch: usize) -> Proc {
+    let mut cmd = vigil();
+    cmd.args(["--log", "warn", "gateway", "--hub-url", hub_url, "--listen", "127.0.0.1:0", "--token-file"])
+        .arg(token_file)
+        .arg("--outbox")
+        .arg(outbox)
+        .env("VIGIL_GATEWAY__BATCH_MAX_RECORDS", batch.to_string())
+        .env("VIGIL_GATEWAY__BACKOFF_MIN_MS", "50")
+        .env("VIGIL_GATEWAY__BACKOFF_MAX_MS", "500");
+    spawn_announcing(cmd, "gateway listening on ")
+}
+
+fn admin_output(args: &[&str]) -> String {
+    let out = vigil().args(args).output().expect("run vigil admin");
+    assert!(out.status.success(), "vigil {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf8").trim().to_owned()
+}
+
+/// A hub data directory with an admin token and a gateway token (written to a file).
+pub struct Site {
+    pub dir: tempfile::TempDir,
+    pub admin: String,
+    pub gateway_token_file: PathBuf,
+}
+
+impl Site {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().to_str().expect("utf8 path").to_owned();
+        let admin = admin_output(&["admin", "create-token", "--data-dir", &d, "--name", "test-admin", "--role", "admin"]);
+        let gw = admin_output(&["admin", "create-gateway", "--data-dir", &d, "--id", "gw-test"]);
+        let gateway_token_file = dir.path().join("gateway.token");
+        std::fs::write(&gateway_token_file, &gw).expect("token file");
+        Self { dir, admin, gateway_token_file }
+    }
+    pub fn hub_dir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+    pub fn outbox(&self) -> PathBuf {
+        self.dir.path().join("gateway").join("outbox.db")
+    }
+    pub fn gateway_token(&self) -> String {
+        std::fs::read_to_string(&self.gateway_token_file).expect("token")
+    }
+}
+
+/// A free loopback port (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// A load of `n` readings from `patients` wearables (heart rate and SpO2), in the past.
+pub fn load(n: u64, patients: usize) -> vigil_sim::LoadGen {
+    let rate = (patients as u64 * 2).max(1);
+    let secs = n.div_ceil(rate);
+    let mut spec = LoadSpec::new(patients, rate, Duration::from_secs(secs));
+    spec.start = Timestamp(Timestamp::now().0 - secs as i64 * 1000 - 60_000);
+    spec.generator().expect("load")
+}
+
+/// Enrols the load's patients and devices at the hub through the API.
+pub async fn enrol(c: &reqwest::Client, hub: &str, admin: &str, g: &vigil_sim::LoadGen) {
+    for p in g.patients() {
+        let r = c.post(format!("{hub}/api/v1/patients")).bearer_auth(admin).json(p).send().await.expect("post");
+        assert_eq!(r.status(), 201);
+    }
+    for d in g.devices() {
+        let r = c.post(format!("{hub}/api/v1/devices")).bearer_auth(admin).json(d).send().await.expect("post");
+        assert_eq!(r.status(), 201);
+    }
+    for a in g.assignments() {
+        let r = c.post(format!("{hub}/api/v1/assignments")).bearer_auth(admin).json(a).send().await.expect("post");
+        assert_eq!(r.status(), 201);
+    }
+}
+
+/// Posts records to a gateway's local endpoint; returns once every one is acknowledged.
+pub async fn feed(c: &reqwest::Client, gateway: &str, records: &[Record]) {
+    for chunk in records.chunks(5000) {
+        let r = c
+            .post(format!("{gateway}/v1/records"))
+            .json(chunk)
+            .send()
+            .await
+            .expect("gateway reachable");
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    }
+}
+
+pub async fn stats(c: &reqwest::Client, hub: &str, admin: &str) -> Option<serde_json::Value> {
+    let r = c.get(format!("{hub}/api/v1/stats")).bearer_auth(admin).send().await.ok()?;
+    r.json().await.ok()
+}
+
+pub async fn stored_readings(c: &reqwest::Client, hub: &str, admin: &str) -> Option<u64> {
+    stats(c, hub, admin).await.and_then(|s| s["store"]["readings"].as_u64())
+}
+
+/// Waits until the hub holds at least `n` readings; returns what it holds.
+pub async fn wait_for_readings(c: &reqwest::Client, hub: &str, admin: &str, n: u64, limit: Duration) -> u64 {
+    let start = Instant::now();
+    let mut last = 0;
+    while start.elapsed() < limit {
+        if let Some(got) = stored_readings(c, hub, admin).await {
+            last = got;
+            if got >= n {
+                return got;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last
+}
+
+pub async fn gateway_health(c: &reqwest::Client, gateway: &str) -> serde_json::Value {
+    c.get(format!("{gateway}/health"))
+        .send()
+        .await
+        .expect("gateway health")
+        .json()
+        .await
+        .expect("json")
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests: real `vigil` processes, real HTTP on loopback, real files.
+
+mod bad_input;
+mod cli;
+mod harness;
+mod sync;
