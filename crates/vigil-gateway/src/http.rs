@@ -80,7 +80,11 @@ async fn records(State(st): State<SourceState>, body: axum::body::Bytes) -> Resp
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
             r
         }
-        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, "outbox_error", e.to_string()),
+        Err(e) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "outbox_error",
+            e.to_string(),
+        ),
     }
 }
 
@@ -109,7 +113,9 @@ async fn metrics(State(st): State<SourceState>) -> Response {
     let o = st.outbox.stats();
     let s = st.status.snapshot();
     let now = Timestamp::now().millis();
-    let age = o.oldest_unsent_ms.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
+    let age = o
+        .oldest_unsent_ms
+        .map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
     let body = format!(
         "# TYPE vigil_gateway_outbox_depth gauge\nvigil_gateway_outbox_depth {}\n\
          # TYPE vigil_gateway_outbox_bytes gauge\nvigil_gateway_outbox_bytes {}\n\

@@ -69,7 +69,10 @@ pub enum GatewayError {
     #[error(transparent)]
     Outbox(#[from] OutboxError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("invalid configuration: {0}")]
     Config(String),
 }
@@ -104,7 +107,12 @@ impl Gateway {
             .map_err(|e| GatewayError::Config(e.to_string()))??;
         let status = Arc::new(SyncState::default());
         let (stop, stop_rx) = watch::channel(false);
-        let sync = tokio::spawn(sync::run(cfg.clone(), outbox.clone(), status.clone(), stop_rx.clone()));
+        let sync = tokio::spawn(sync::run(
+            cfg.clone(),
+            outbox.clone(),
+            status.clone(),
+            stop_rx.clone(),
+        ));
         let (http, local_addr) = match cfg.listen {
             None => (None, None),
             Some(addr) => {
@@ -122,7 +130,10 @@ impl Gateway {
                     let shutdown = async move {
                         let _ = rx.wait_for(|s| *s).await;
                     };
-                    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+                    if let Err(e) = axum::serve(listener, app)
+                        .with_graceful_shutdown(shutdown)
+                        .await
+                    {
                         tracing::error!(error = %e, "gateway source endpoint failed");
                     }
                 });

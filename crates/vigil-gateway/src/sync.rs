@@ -139,10 +139,17 @@ pub(crate) async fn run(
                 after,
                 records: pending
                     .into_iter()
-                    .map(|p| WireRecord { seq: p.seq, payload: p.payload })
+                    .map(|p| WireRecord {
+                        seq: p.seq,
+                        payload: p.payload,
+                    })
                     .collect(),
             };
-            Ok::<_, vigil_outbox::OutboxError>((batch.records.len(), batch.records.last().map(|r| r.seq), batch.encode()))
+            Ok::<_, vigil_outbox::OutboxError>((
+                batch.records.len(),
+                batch.records.last().map(|r| r.seq),
+                batch.encode(),
+            ))
         })
         .await;
         let (n, _last, body) = match read {
@@ -184,7 +191,10 @@ pub(crate) async fn run(
                     after = ack.cursor;
                 }
                 if ack.quarantined > 0 {
-                    tracing::warn!(quarantined = ack.quarantined, "hub quarantined records of this batch");
+                    tracing::warn!(
+                        quarantined = ack.quarantined,
+                        "hub quarantined records of this batch"
+                    );
                 }
             }
             Outcome::Behind(cursor) => {

@@ -3,8 +3,8 @@
 
 use crate::{ApiError, AppState};
 use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::header;
+use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 use vigil_model::Timestamp;
 
@@ -59,7 +59,10 @@ impl FromRequestParts<AppState> for User {
         if t.revoked || t.expires.is_some_and(|e| e <= Timestamp::now()) {
             return Err(ApiError::Unauthorized);
         }
-        Ok(User { name: t.name, role: t.role })
+        Ok(User {
+            name: t.name,
+            role: t.role,
+        })
     }
 }
 

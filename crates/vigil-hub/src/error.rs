@@ -30,7 +30,10 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn bad(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::BadRequest { code, detail: detail.into() }
+        Self::BadRequest {
+            code,
+            detail: detail.into(),
+        }
     }
 
     pub fn code(&self) -> &'static str {

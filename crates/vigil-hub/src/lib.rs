@@ -66,7 +66,9 @@ pub struct AppState {
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").field("config", &self.config).finish()
+        f.debug_struct("AppState")
+            .field("config", &self.config)
+            .finish()
     }
 }
 

@@ -11,9 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
-use vigil_model::{
-    Assignment, Device, DeviceId, Metric, Patient, PatientId, Timestamp,
-};
+use vigil_model::{Assignment, Device, DeviceId, Metric, Patient, PatientId, Timestamp};
 use vigil_store::{IncomingRecord, IngestBatch, ReadingQuery, StoredReading};
 use vigil_sync::{Ack, Batch};
 
@@ -30,7 +28,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/patients/{id}/readings", get(patient_readings))
         .route("/api/v1/patients/{id}/events", get(patient_events))
         .route("/api/v1/devices", get(list_devices).post(create_device))
-        .route("/api/v1/assignments", get(list_assignments).post(create_assignment))
+        .route(
+            "/api/v1/assignments",
+            get(list_assignments).post(create_assignment),
+        )
         .route("/api/v1/quarantine", get(list_quarantine))
         .route("/api/v1/quarantine/reprocess", post(reprocess))
         .route("/api/v1/gateways", get(list_gateways).post(create_gateway))
@@ -40,7 +41,9 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::bad("method_not_allowed", "method not allowed on this route")
         })
-        .layer(axum::extract::DefaultBodyLimit::max(vigil_sync::MAX_COMPRESSED))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            vigil_sync::MAX_COMPRESSED,
+        ))
         .with_state(state)
 }
 
@@ -64,7 +67,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 Err(ApiError::PayloadTooLarge { limit: MAX_JSON })
             }
             Err(rej) if rej.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-                Err(ApiError::UnsupportedMediaType { expected: "application/json" })
+                Err(ApiError::UnsupportedMediaType {
+                    expected: "application/json",
+                })
             }
             Err(rej) => Err(ApiError::bad("invalid_json", rej.body_text())),
         }
@@ -94,7 +99,10 @@ fn patient_id(s: &str) -> Result<PatientId, ApiError> {
 fn parse_time(name: &str, s: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
     s.map(|s| {
         Timestamp::parse(s).map_err(|_| {
-            ApiError::bad("invalid_time", format!("{name} must be an RFC 3339 time, got {s:?}"))
+            ApiError::bad(
+                "invalid_time",
+                format!("{name} must be an RFC 3339 time, got {s:?}"),
+            )
         })
     })
     .transpose()
@@ -142,15 +150,24 @@ async fn ingest(
     body: axum::body::Body,
 ) -> Result<Json<Ack>, ApiError> {
     let started = std::time::Instant::now();
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if ct != vigil_sync::CONTENT_TYPE {
         HubMetrics::add(&st.metrics.batches_rejected, 1);
-        return Err(ApiError::UnsupportedMediaType { expected: vigil_sync::CONTENT_TYPE });
+        return Err(ApiError::UnsupportedMediaType {
+            expected: vigil_sync::CONTENT_TYPE,
+        });
     }
-    let body = axum::body::to_bytes(body, vigil_sync::MAX_COMPRESSED).await.map_err(|_| {
-        HubMetrics::add(&st.metrics.batches_rejected, 1);
-        ApiError::PayloadTooLarge { limit: vigil_sync::MAX_COMPRESSED }
-    })?;
+    let body = axum::body::to_bytes(body, vigil_sync::MAX_COMPRESSED)
+        .await
+        .map_err(|_| {
+            HubMetrics::add(&st.metrics.batches_rejected, 1);
+            ApiError::PayloadTooLarge {
+                limit: vigil_sync::MAX_COMPRESSED,
+            }
+        })?;
     let decoded = tokio::task::spawn_blocking(move || {
         Batch::decode(&body).map(|b| {
             let records = b
@@ -246,7 +263,9 @@ async fn list_patients(State(st): State<AppState>, _u: User) -> Result<Json<Valu
             })
         })
         .collect();
-    Ok(Json(json!({ "patients": patients, "count": patients.len() })))
+    Ok(Json(
+        json!({ "patients": patients, "count": patients.len() }),
+    ))
 }
 
 async fn create_patient(
@@ -265,7 +284,11 @@ async fn get_patient(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = patient_id(&id)?;
-    let p = st.store.patient(&id).await?.ok_or_else(|| ApiError::NotFound(format!("patient {id}")))?;
+    let p = st
+        .store
+        .patient(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("patient {id}")))?;
     let latest = st.store.latest(&id).await?;
     Ok(Json(json!({
         "id": p.id,
@@ -296,24 +319,40 @@ async fn patient_readings(
         .code
         .as_deref()
         .map(|c| {
-            c.parse::<Metric>()
-                .map_err(|_| ApiError::bad("unknown_code", format!("code {c:?} is not in the registry")))
+            c.parse::<Metric>().map_err(|_| {
+                ApiError::bad("unknown_code", format!("code {c:?} is not in the registry"))
+            })
         })
         .transpose()?;
     let from = parse_time("from", q.from.as_deref())?;
     let to = parse_time("to", q.to.as_deref())?;
     let limit = q.limit.unwrap_or(1000);
     if limit == 0 || limit > 100_000 {
-        return Err(ApiError::bad("invalid_limit", "limit must be between 1 and 100000"));
+        return Err(ApiError::bad(
+            "invalid_limit",
+            "limit must be between 1 and 100000",
+        ));
     }
     let descending = match q.order.as_deref() {
         None | Some("asc") => false,
         Some("desc") => true,
-        Some(o) => return Err(ApiError::bad("invalid_order", format!("order must be asc or desc, got {o:?}"))),
+        Some(o) => {
+            return Err(ApiError::bad(
+                "invalid_order",
+                format!("order must be asc or desc, got {o:?}"),
+            ));
+        }
     };
     let rows = st
         .store
-        .readings(ReadingQuery { patient: id.clone(), metric, from, to, limit, descending })
+        .readings(ReadingQuery {
+            patient: id.clone(),
+            metric,
+            from,
+            to,
+            limit,
+            descending,
+        })
         .await?;
     Ok(Json(json!({
         "patient": id,
@@ -341,7 +380,9 @@ async fn patient_events(
     let to = parse_time("to", q.to.as_deref())?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 100_000);
     let events = st.store.events(&id, from, to, limit).await?;
-    Ok(Json(json!({ "patient": id, "count": events.len(), "events": events })))
+    Ok(Json(
+        json!({ "patient": id, "count": events.len(), "events": events }),
+    ))
 }
 
 async fn list_devices(State(st): State<AppState>, _u: User) -> Result<Json<Value>, ApiError> {
@@ -385,7 +426,10 @@ async fn create_assignment(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     u.require_admin()?;
     let r = st.store.assign(a.clone()).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "assignment": a, "reprocessed": r }))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "assignment": a, "reprocessed": r })),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -403,7 +447,12 @@ async fn list_quarantine(
     let open_only = match q.status.as_deref() {
         None | Some("open") => true,
         Some("all") => false,
-        Some(s) => return Err(ApiError::bad("invalid_status", format!("status must be open or all, got {s:?}"))),
+        Some(s) => {
+            return Err(ApiError::bad(
+                "invalid_status",
+                format!("status must be open or all, got {s:?}"),
+            ));
+        }
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     let entries = st.store.quarantine(limit, open_only).await?;
@@ -436,10 +485,14 @@ async fn create_gateway(
     u.require_admin()?;
     DeviceId::new(g.id.as_str()).map_err(|e| ApiError::bad("invalid_id", e.to_string()))?;
     let token = auth::new_token(auth::GATEWAY_PREFIX);
-    st.store.create_gateway(&g.id, &auth::hash_token(&token)).await?;
+    st.store
+        .create_gateway(&g.id, &auth::hash_token(&token))
+        .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "id": g.id, "token": token, "note": "the token is shown once; the hub keeps only its hash" })),
+        Json(
+            json!({ "id": g.id, "token": token, "note": "the token is shown once; the hub keeps only its hash" }),
+        ),
     ))
 }
 

@@ -365,6 +365,9 @@ fn refresh_oldest(conn: &Connection, shared: &Shared) -> Result<(), rusqlite::Er
     Ok(())
 }
 
+/// Where the writer answers one append.
+type Reply = oneshot::Sender<Result<Receipt, OutboxError>>;
+
 struct Writer {
     conn: Connection,
     shared: Arc<Shared>,
@@ -403,10 +406,7 @@ impl Writer {
         let now = Timestamp::now();
         let mut replies_append = Vec::new();
         let mut replies_confirm = Vec::new();
-        let mut work: Vec<(
-            Vec<Encoded>,
-            Option<oneshot::Sender<Result<Receipt, OutboxError>>>,
-        )> = Vec::new();
+        let mut work: Vec<(Vec<Encoded>, Option<Reply>)> = Vec::new();
         let mut confirm_to: Option<u64> = None;
         for cmd in cmds {
             match cmd {
@@ -468,13 +468,9 @@ impl Writer {
         }
     }
 
-    #[allow(clippy::type_complexity)]
     fn transaction(
         &mut self,
-        work: &mut [(
-            Vec<Encoded>,
-            Option<oneshot::Sender<Result<Receipt, OutboxError>>>,
-        )],
+        work: &mut [(Vec<Encoded>, Option<Reply>)],
         confirm_to: Option<u64>,
     ) -> Result<Vec<Result<Receipt, OutboxError>>, rusqlite::Error> {
         let tx = self.conn.transaction()?;

@@ -265,20 +265,26 @@ fn attribute(cache: &Cache, gateway: &str, rec: &Record) -> Result<(PatientId, i
     }
 }
 
+/// A record on its way to the quarantine.
+struct Quarantined<'a> {
+    gateway: &'a str,
+    device: Option<&'a str>,
+    code: &'a str,
+    reason: &'a str,
+    payload: &'a [u8],
+    /// Whether `payload` is a postcard-encoded record (else raw undecodable bytes).
+    decoded: bool,
+}
+
 fn quarantine_insert(
     tx: &Transaction<'_>,
     received: Timestamp,
-    gateway: &str,
-    device: Option<&str>,
-    code: &str,
-    reason: &str,
-    payload: &[u8],
-    decoded: bool,
+    q: Quarantined<'_>,
 ) -> Result<(), StoreError> {
     tx.prepare_cached(
         "INSERT INTO quarantine(received, gateway, device, reason_code, reason, payload, decoded) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
-    .execute(params![received.0, gateway, device, code, reason, payload, decoded])?;
+    .execute(params![received.0, q.gateway, q.device, q.code, q.reason, q.payload, q.decoded])?;
     Ok(())
 }
 
@@ -395,12 +401,14 @@ fn ingest_tx(
                 quarantine_insert(
                     tx,
                     hub,
-                    &batch.gateway,
-                    None,
-                    "undecodable",
-                    &reason,
-                    &raw,
-                    false,
+                    Quarantined {
+                        gateway: &batch.gateway,
+                        device: None,
+                        code: "undecodable",
+                        reason: &reason,
+                        payload: &raw,
+                        decoded: false,
+                    },
                 )?;
                 out.quarantined += 1;
                 continue;
@@ -415,12 +423,14 @@ fn ingest_tx(
                 quarantine_insert(
                     tx,
                     hub,
-                    &batch.gateway,
-                    Some(rec.device().as_str()),
-                    code,
-                    &reason,
-                    &payload,
-                    true,
+                    Quarantined {
+                        gateway: &batch.gateway,
+                        device: Some(rec.device().as_str()),
+                        code,
+                        reason: &reason,
+                        payload: &payload,
+                        decoded: true,
+                    },
                 )?;
                 out.quarantined += 1;
             }
@@ -741,7 +751,7 @@ impl Store for SqliteStore {
                     all.extend(got);
                 }
                 if q.descending {
-                    all.sort_by(|a, b| b.time.cmp(&a.time));
+                    all.sort_by_key(|r| std::cmp::Reverse(r.time));
                 } else {
                     all.sort_by_key(|r| r.time);
                 }

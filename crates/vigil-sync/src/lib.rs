@@ -77,7 +77,8 @@ impl Batch {
     pub fn decode(body: &[u8]) -> Result<Self, WireError> {
         let plain =
             zstd::bulk::decompress(body, MAX_DECOMPRESSED).map_err(|_| WireError::Decompress)?;
-        let b: Batch = postcard::from_bytes(&plain).map_err(|e| WireError::Decode(e.to_string()))?;
+        let b: Batch =
+            postcard::from_bytes(&plain).map_err(|e| WireError::Decode(e.to_string()))?;
         if b.version != VERSION {
             return Err(WireError::Version(b.version));
         }
@@ -111,7 +112,10 @@ mod tests {
             version: VERSION,
             epoch: 1,
             after: 5,
-            records: vec![WireRecord { seq: 5, payload: vec![] }],
+            records: vec![WireRecord {
+                seq: 5,
+                payload: vec![],
+            }],
         };
         assert_eq!(Batch::decode(&b.encode()), Err(WireError::Sequence));
         let b = Batch { version: 9, ..b };

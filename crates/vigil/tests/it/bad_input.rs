@@ -9,7 +9,9 @@ use vigil_sync::{Batch, WireRecord};
 async fn problem(r: reqwest::Response, status: u16, code: &str) -> Value {
     assert_eq!(r.status().as_u16(), status);
     assert_eq!(
-        r.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
         Some("application/problem+json")
     );
     let body: Value = r.json().await.expect("problem json");
@@ -21,7 +23,12 @@ async fn problem(r: reqwest::Response, status: u16, code: &str) -> Value {
 
 fn reading(device: &str, code: &str, value: f64, t: Timestamp) -> Record {
     let m: Metric = code.parse().expect("code");
-    Record::Reading(Reading::quantity(DeviceId::new(device).expect("id"), m, value, t))
+    Record::Reading(Reading::quantity(
+        DeviceId::new(device).expect("id"),
+        m,
+        value,
+        t,
+    ))
 }
 
 #[tokio::test]
@@ -30,27 +37,86 @@ async fn ingest_rejects_bad_credentials_media_types_and_bodies_with_problems() {
     let hub = spawn_hub(&site.hub_dir(), "127.0.0.1:0");
     let c = client();
     let url = format!("{}/api/v1/ingest", hub.url);
-    let good = Batch { version: vigil_sync::VERSION, epoch: 1, after: 0, records: vec![] }.encode();
+    let good = Batch {
+        version: vigil_sync::VERSION,
+        epoch: 1,
+        after: 0,
+        records: vec![],
+    }
+    .encode();
     let post = |token: Option<&str>, ct: &str, body: Vec<u8>| {
-        let mut r = c.post(&url).header("content-type", ct.to_owned()).body(body);
+        let mut r = c
+            .post(&url)
+            .header("content-type", ct.to_owned())
+            .body(body);
         if let Some(t) = token {
             r = r.bearer_auth(t);
         }
         r.send()
     };
     let ct = vigil_sync::CONTENT_TYPE;
-    problem(post(None, ct, good.clone()).await.expect("send"), 401, "unauthorized").await;
-    problem(post(Some("vgt_0000"), ct, good.clone()).await.expect("send"), 401, "unauthorized").await;
+    problem(
+        post(None, ct, good.clone()).await.expect("send"),
+        401,
+        "unauthorized",
+    )
+    .await;
+    problem(
+        post(Some("vgt_0000"), ct, good.clone())
+            .await
+            .expect("send"),
+        401,
+        "unauthorized",
+    )
+    .await;
     // An API token is not a gateway credential.
-    problem(post(Some(&site.admin), ct, good.clone()).await.expect("send"), 401, "unauthorized").await;
+    problem(
+        post(Some(&site.admin), ct, good.clone())
+            .await
+            .expect("send"),
+        401,
+        "unauthorized",
+    )
+    .await;
     let gt = site.gateway_token();
-    problem(post(Some(&gt), "application/json", good.clone()).await.expect("send"), 415, "unsupported_media_type").await;
-    problem(post(Some(&gt), ct, b"not a batch".to_vec()).await.expect("send"), 400, "invalid_batch").await;
+    problem(
+        post(Some(&gt), "application/json", good.clone())
+            .await
+            .expect("send"),
+        415,
+        "unsupported_media_type",
+    )
+    .await;
+    problem(
+        post(Some(&gt), ct, b"not a batch".to_vec())
+            .await
+            .expect("send"),
+        400,
+        "invalid_batch",
+    )
+    .await;
     let garbage = zstd_garbage();
-    problem(post(Some(&gt), ct, garbage).await.expect("send"), 400, "invalid_batch").await;
-    problem(post(Some(&gt), ct, vec![0u8; vigil_sync::MAX_COMPRESSED + 1]).await.expect("send"), 413, "payload_too_large").await;
+    problem(
+        post(Some(&gt), ct, garbage).await.expect("send"),
+        400,
+        "invalid_batch",
+    )
+    .await;
+    problem(
+        post(Some(&gt), ct, vec![0u8; vigil_sync::MAX_COMPRESSED + 1])
+            .await
+            .expect("send"),
+        413,
+        "payload_too_large",
+    )
+    .await;
     // The empty batch is fine and reports the cursor.
-    let ack: Value = post(Some(&gt), ct, good).await.expect("send").json().await.expect("ack");
+    let ack: Value = post(Some(&gt), ct, good)
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("ack");
     assert_eq!(ack["cursor"], 0);
 }
 
@@ -68,7 +134,8 @@ fn zstd_garbage() -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn impossible_values_future_times_and_unknown_devices_are_quarantined_while_good_readings_are_kept() {
+async fn impossible_values_future_times_and_unknown_devices_are_quarantined_while_good_readings_are_kept()
+ {
     let site = Site::new();
     let hub = spawn_hub(&site.hub_dir(), "127.0.0.1:0");
     let c = client();
@@ -84,10 +151,22 @@ async fn impossible_values_future_times_and_unknown_devices_are_quarantined_whil
     let wire: Vec<WireRecord> = records
         .iter()
         .enumerate()
-        .map(|(i, r)| WireRecord { seq: i as u64 + 1, payload: postcard::to_stdvec(r).expect("encode") })
-        .chain(std::iter::once(WireRecord { seq: 100, payload: vec![0xff, 0xff, 0xff] }))
+        .map(|(i, r)| WireRecord {
+            seq: i as u64 + 1,
+            payload: postcard::to_stdvec(r).expect("encode"),
+        })
+        .chain(std::iter::once(WireRecord {
+            seq: 100,
+            payload: vec![0xff, 0xff, 0xff],
+        }))
         .collect();
-    let body = Batch { version: vigil_sync::VERSION, epoch: 9, after: 0, records: wire }.encode();
+    let body = Batch {
+        version: vigil_sync::VERSION,
+        epoch: 9,
+        after: 0,
+        records: wire,
+    }
+    .encode();
     let ack: Value = c
         .post(format!("{}/api/v1/ingest", hub.url))
         .bearer_auth(site.gateway_token())
@@ -111,16 +190,41 @@ async fn impossible_values_future_times_and_unknown_devices_are_quarantined_whil
         .json()
         .await
         .expect("json");
-    let mut codes: Vec<&str> = q["entries"].as_array().expect("entries").iter().filter_map(|e| e["reason_code"].as_str()).collect();
+    let mut codes: Vec<&str> = q["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["reason_code"].as_str())
+        .collect();
     codes.sort();
-    assert_eq!(codes, ["future_time", "impossible_value", "impossible_value", "undecodable", "unknown_device"]);
-    let spo2 = q["entries"].as_array().expect("entries").iter().find(|e| e["reason"].as_str().is_some_and(|r| r.contains("spo2"))).expect("spo2 entry");
+    assert_eq!(
+        codes,
+        [
+            "future_time",
+            "impossible_value",
+            "impossible_value",
+            "undecodable",
+            "unknown_device"
+        ]
+    );
+    let spo2 = q["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| e["reason"].as_str().is_some_and(|r| r.contains("spo2")))
+        .expect("spo2 entry");
     assert_eq!(spo2["record"]["reading"]["value"], 140.0);
     assert_eq!(stored_readings(&c, &hub.url, &site.admin).await, Some(10));
 
     // Enrolling and assigning the unknown device re-processes its quarantined reading.
     let p = &g.patients()[0].id;
-    let r = c.post(format!("{}/api/v1/devices", hub.url)).bearer_auth(&site.admin).json(&json!({"id": "unknown-dev", "kind": "pulse-oximeter"})).send().await.expect("device");
+    let r = c
+        .post(format!("{}/api/v1/devices", hub.url))
+        .bearer_auth(&site.admin)
+        .json(&json!({"id": "unknown-dev", "kind": "pulse-oximeter"}))
+        .send()
+        .await
+        .expect("device");
     assert_eq!(r.status(), 201);
     let r: Value = c
         .post(format!("{}/api/v1/assignments", hub.url))
@@ -143,28 +247,157 @@ async fn the_json_api_answers_bad_requests_with_problems() {
     let c = client();
     let h = &hub.url;
     let a = &site.admin;
-    problem(c.get(format!("{h}/api/v1/patients")).send().await.expect("send"), 401, "unauthorized").await;
-    problem(c.get(format!("{h}/api/v1/patients")).bearer_auth("vat_revoked_or_made_up").send().await.expect("send"), 401, "unauthorized").await;
-    problem(c.post(format!("{h}/api/v1/patients")).bearer_auth(a).header("content-type", "application/json").body("{not json").send().await.expect("send"), 400, "invalid_json").await;
-    problem(c.post(format!("{h}/api/v1/patients")).bearer_auth(a).json(&json!({"id": "../../etc"})).send().await.expect("send"), 400, "invalid_json").await;
-    problem(c.get(format!("{h}/api/v1/patients/nobody")).bearer_auth(a).send().await.expect("send"), 404, "not_found").await;
-    let r = c.post(format!("{h}/api/v1/patients")).bearer_auth(a).json(&json!({"id": "p-1"})).send().await.expect("send");
+    problem(
+        c.get(format!("{h}/api/v1/patients"))
+            .send()
+            .await
+            .expect("send"),
+        401,
+        "unauthorized",
+    )
+    .await;
+    problem(
+        c.get(format!("{h}/api/v1/patients"))
+            .bearer_auth("vat_revoked_or_made_up")
+            .send()
+            .await
+            .expect("send"),
+        401,
+        "unauthorized",
+    )
+    .await;
+    problem(
+        c.post(format!("{h}/api/v1/patients"))
+            .bearer_auth(a)
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .await
+            .expect("send"),
+        400,
+        "invalid_json",
+    )
+    .await;
+    problem(
+        c.post(format!("{h}/api/v1/patients"))
+            .bearer_auth(a)
+            .json(&json!({"id": "../../etc"}))
+            .send()
+            .await
+            .expect("send"),
+        400,
+        "invalid_json",
+    )
+    .await;
+    problem(
+        c.get(format!("{h}/api/v1/patients/nobody"))
+            .bearer_auth(a)
+            .send()
+            .await
+            .expect("send"),
+        404,
+        "not_found",
+    )
+    .await;
+    let r = c
+        .post(format!("{h}/api/v1/patients"))
+        .bearer_auth(a)
+        .json(&json!({"id": "p-1"}))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 201);
-    problem(c.get(format!("{h}/api/v1/patients/p-1/readings?code=0000-0")).bearer_auth(a).send().await.expect("send"), 400, "unknown_code").await;
-    problem(c.get(format!("{h}/api/v1/patients/p-1/readings?from=yesterday")).bearer_auth(a).send().await.expect("send"), 400, "invalid_time").await;
-    problem(c.get(format!("{h}/api/v1/patients/p-1/readings?limit=0")).bearer_auth(a).send().await.expect("send"), 400, "invalid_limit").await;
-    problem(c.get(format!("{h}/api/v1/patients/p-1/readings?bogus=1")).bearer_auth(a).send().await.expect("send"), 400, "invalid_query").await;
-    problem(c.post(format!("{h}/api/v1/assignments")).bearer_auth(a).json(&json!({"device": "nope", "patient": "p-1", "from": "2024-01-01T00:00:00Z"})).send().await.expect("send"), 404, "not_found").await;
-    problem(c.get(format!("{h}/no/such/route")).send().await.expect("send"), 404, "not_found").await;
-    problem(c.post(format!("{h}/api/v1/patients")).bearer_auth(a).header("content-type", "application/json").body(vec![b' '; 2 << 20]).send().await.expect("send"), 413, "payload_too_large").await;
+    problem(
+        c.get(format!("{h}/api/v1/patients/p-1/readings?code=0000-0"))
+            .bearer_auth(a)
+            .send()
+            .await
+            .expect("send"),
+        400,
+        "unknown_code",
+    )
+    .await;
+    problem(
+        c.get(format!("{h}/api/v1/patients/p-1/readings?from=yesterday"))
+            .bearer_auth(a)
+            .send()
+            .await
+            .expect("send"),
+        400,
+        "invalid_time",
+    )
+    .await;
+    problem(
+        c.get(format!("{h}/api/v1/patients/p-1/readings?limit=0"))
+            .bearer_auth(a)
+            .send()
+            .await
+            .expect("send"),
+        400,
+        "invalid_limit",
+    )
+    .await;
+    problem(
+        c.get(format!("{h}/api/v1/patients/p-1/readings?bogus=1"))
+            .bearer_auth(a)
+            .send()
+            .await
+            .expect("send"),
+        400,
+        "invalid_query",
+    )
+    .await;
+    problem(
+        c.post(format!("{h}/api/v1/assignments"))
+            .bearer_auth(a)
+            .json(&json!({"device": "nope", "patient": "p-1", "from": "2024-01-01T00:00:00Z"}))
+            .send()
+            .await
+            .expect("send"),
+        404,
+        "not_found",
+    )
+    .await;
+    problem(
+        c.get(format!("{h}/no/such/route"))
+            .send()
+            .await
+            .expect("send"),
+        404,
+        "not_found",
+    )
+    .await;
+    problem(
+        c.post(format!("{h}/api/v1/patients"))
+            .bearer_auth(a)
+            .header("content-type", "application/json")
+            .body(vec![b' '; 2 << 20])
+            .send()
+            .await
+            .expect("send"),
+        413,
+        "payload_too_large",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn the_gateway_answers_malformed_source_data_with_problems() {
     let site = Site::new();
-    let gw = spawn_gateway("http://127.0.0.1:9", &site.gateway_token_file, &site.outbox(), 100);
+    let gw = spawn_gateway(
+        "http://127.0.0.1:9",
+        &site.gateway_token_file,
+        &site.outbox(),
+        100,
+    );
     let c = client();
-    let r = c.post(format!("{}/v1/records", gw.url)).header("content-type", "application/json").body("[{\"reading\": 5}]").send().await.expect("send");
+    let r = c
+        .post(format!("{}/v1/records", gw.url))
+        .header("content-type", "application/json")
+        .body("[{\"reading\": 5}]")
+        .send()
+        .await
+        .expect("send");
     problem(r, 400, "invalid_json").await;
     let r = c
         .post(format!("{}/v1/records", gw.url))

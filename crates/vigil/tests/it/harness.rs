@@ -65,20 +65,36 @@ pub fn spawn_hub(data_dir: &Path, listen: &str) -> Proc {
 
 pub fn spawn_gateway(hub_url: &str, token_file: &Path, outbox: &Path, batch: usize) -> Proc {
     let mut cmd = vigil();
-    cmd.args(["--log", "warn", "gateway", "--hub-url", hub_url, "--listen", "127.0.0.1:0", "--token-file"])
-        .arg(token_file)
-        .arg("--outbox")
-        .arg(outbox)
-        .env("VIGIL_GATEWAY__BATCH_MAX_RECORDS", batch.to_string())
-        .env("VIGIL_GATEWAY__BACKOFF_MIN_MS", "50")
-        .env("VIGIL_GATEWAY__BACKOFF_MAX_MS", "500");
+    cmd.args([
+        "--log",
+        "warn",
+        "gateway",
+        "--hub-url",
+        hub_url,
+        "--listen",
+        "127.0.0.1:0",
+        "--token-file",
+    ])
+    .arg(token_file)
+    .arg("--outbox")
+    .arg(outbox)
+    .env("VIGIL_GATEWAY__BATCH_MAX_RECORDS", batch.to_string())
+    .env("VIGIL_GATEWAY__BACKOFF_MIN_MS", "50")
+    .env("VIGIL_GATEWAY__BACKOFF_MAX_MS", "500");
     spawn_announcing(cmd, "gateway listening on ")
 }
 
 fn admin_output(args: &[&str]) -> String {
     let out = vigil().args(args).output().expect("run vigil admin");
-    assert!(out.status.success(), "vigil {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf8").trim().to_owned()
+    assert!(
+        out.status.success(),
+        "vigil {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned()
 }
 
 /// A hub data directory with an admin token and a gateway token (written to a file).
@@ -92,11 +108,31 @@ impl Site {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path().to_str().expect("utf8 path").to_owned();
-        let admin = admin_output(&["admin", "create-token", "--data-dir", &d, "--name", "test-admin", "--role", "admin"]);
-        let gw = admin_output(&["admin", "create-gateway", "--data-dir", &d, "--id", "gw-test"]);
+        let admin = admin_output(&[
+            "admin",
+            "create-token",
+            "--data-dir",
+            &d,
+            "--name",
+            "test-admin",
+            "--role",
+            "admin",
+        ]);
+        let gw = admin_output(&[
+            "admin",
+            "create-gateway",
+            "--data-dir",
+            &d,
+            "--id",
+            "gw-test",
+        ]);
         let gateway_token_file = dir.path().join("gateway.token");
         std::fs::write(&gateway_token_file, &gw).expect("token file");
-        Self { dir, admin, gateway_token_file }
+        Self {
+            dir,
+            admin,
+            gateway_token_file,
+        }
     }
     pub fn hub_dir(&self) -> PathBuf {
         self.dir.path().to_owned()
@@ -136,15 +172,33 @@ pub fn load(n: u64, patients: usize) -> vigil_sim::LoadGen {
 /// Enrols the load's patients and devices at the hub through the API.
 pub async fn enrol(c: &reqwest::Client, hub: &str, admin: &str, g: &vigil_sim::LoadGen) {
     for p in g.patients() {
-        let r = c.post(format!("{hub}/api/v1/patients")).bearer_auth(admin).json(p).send().await.expect("post");
+        let r = c
+            .post(format!("{hub}/api/v1/patients"))
+            .bearer_auth(admin)
+            .json(p)
+            .send()
+            .await
+            .expect("post");
         assert_eq!(r.status(), 201);
     }
     for d in g.devices() {
-        let r = c.post(format!("{hub}/api/v1/devices")).bearer_auth(admin).json(d).send().await.expect("post");
+        let r = c
+            .post(format!("{hub}/api/v1/devices"))
+            .bearer_auth(admin)
+            .json(d)
+            .send()
+            .await
+            .expect("post");
         assert_eq!(r.status(), 201);
     }
     for a in g.assignments() {
-        let r = c.post(format!("{hub}/api/v1/assignments")).bearer_auth(admin).json(a).send().await.expect("post");
+        let r = c
+            .post(format!("{hub}/api/v1/assignments"))
+            .bearer_auth(admin)
+            .json(a)
+            .send()
+            .await
+            .expect("post");
         assert_eq!(r.status(), 201);
     }
 }
@@ -163,16 +217,29 @@ pub async fn feed(c: &reqwest::Client, gateway: &str, records: &[Record]) {
 }
 
 pub async fn stats(c: &reqwest::Client, hub: &str, admin: &str) -> Option<serde_json::Value> {
-    let r = c.get(format!("{hub}/api/v1/stats")).bearer_auth(admin).send().await.ok()?;
+    let r = c
+        .get(format!("{hub}/api/v1/stats"))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .ok()?;
     r.json().await.ok()
 }
 
 pub async fn stored_readings(c: &reqwest::Client, hub: &str, admin: &str) -> Option<u64> {
-    stats(c, hub, admin).await.and_then(|s| s["store"]["readings"].as_u64())
+    stats(c, hub, admin)
+        .await
+        .and_then(|s| s["store"]["readings"].as_u64())
 }
 
 /// Waits until the hub holds at least `n` readings; returns what it holds.
-pub async fn wait_for_readings(c: &reqwest::Client, hub: &str, admin: &str, n: u64, limit: Duration) -> u64 {
+pub async fn wait_for_readings(
+    c: &reqwest::Client,
+    hub: &str,
+    admin: &str,
+    n: u64,
+    limit: Duration,
+) -> u64 {
     let start = Instant::now();
     let mut last = 0;
     while start.elapsed() < limit {
