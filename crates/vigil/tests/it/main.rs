@@ -2,5 +2,6 @@
 
 mod bad_input;
 mod cli;
+mod demo;
 mod harness;
 mod sync;
