@@ -36,6 +36,7 @@ pub mod gatt;
 pub mod hl7;
 pub mod ieee11073;
 pub mod mllp;
+pub mod templates;
 
 use serde::Serialize;
 use std::fmt;
@@ -136,6 +137,11 @@ const FORMATS: &[Format] = &[
         prefix: "hl7",
         make: hl7::decoder_for,
         names: hl7::format_names,
+    },
+    Format {
+        prefix: "template:",
+        make: templates::decoder_for,
+        names: templates::format_names,
     },
 ];
 

@@ -17,6 +17,7 @@ pub struct SourceState {
     pub outbox: Outbox,
     pub status: Arc<SyncState>,
     pub id: String,
+    pub adapters: Arc<crate::adapters::AdapterState>,
 }
 
 pub fn router(state: SourceState) -> Router {
@@ -105,6 +106,7 @@ async fn health(State(st): State<SourceState>) -> Response {
             "refused_total": o.refused_total,
         },
         "hub": st.status.snapshot(),
+        "adapters": st.adapters.snapshot(),
     }))
     .into_response()
 }

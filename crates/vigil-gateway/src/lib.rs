@@ -7,12 +7,17 @@
 //! hub confirmed. While the hub is unreachable it backs off exponentially with full jitter and
 //! resumes by itself; being offline for days is normal.
 //!
+//! Device adapters ([`adapters`]) feed the same outbox under the same rule: HL7 v2 over MLLP
+//! (`mllp`), and device messages over MQTT (`mqtt`).
+//!
 //! The gateway never deletes an unconfirmed record except by the outbox's documented bound
 //! policy, and never acknowledges a source before the commit.
 
+pub mod adapters;
 mod http;
 mod sync;
 
+pub use adapters::{AdaptersStatus, MllpConfig, MllpStatus, MqttConfig, MqttStatus};
 pub use http::router as source_router;
 pub use sync::{SyncState, SyncStatus};
 
@@ -45,6 +50,10 @@ pub struct GatewayConfig {
     pub backoff_min_ms: u64,
     pub backoff_max_ms: u64,
     pub request_timeout_ms: u64,
+    /// HL7 v2 over MLLP listener; absent disables.
+    pub mllp: Option<MllpConfig>,
+    /// MQTT device ingress; absent disables.
+    pub mqtt: Option<MqttConfig>,
 }
 
 impl Default for GatewayConfig {
@@ -60,6 +69,8 @@ impl Default for GatewayConfig {
             backoff_min_ms: 200,
             backoff_max_ms: 30_000,
             request_timeout_ms: 30_000,
+            mllp: None,
+            mqtt: None,
         }
     }
 }
@@ -75,6 +86,8 @@ pub enum GatewayError {
     },
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error(transparent)]
+    Quarantine(#[from] adapters::QuarantineError),
 }
 
 /// A running gateway.
@@ -86,6 +99,10 @@ pub struct Gateway {
     sync: Option<JoinHandle<()>>,
     http: Option<JoinHandle<()>>,
     local_addr: Option<SocketAddr>,
+    adapters: Arc<adapters::AdapterState>,
+    adapters_stop: watch::Sender<bool>,
+    adapter_tasks: Vec<JoinHandle<()>>,
+    mllp_addr: Option<SocketAddr>,
 }
 
 impl Gateway {
@@ -107,6 +124,31 @@ impl Gateway {
             .map_err(|e| GatewayError::Config(e.to_string()))??;
         let status = Arc::new(SyncState::default());
         let (stop, stop_rx) = watch::channel(false);
+        // Device adapters stop before the sync task drains: their own stop signal.
+        let (adapters_stop, adapters_rx) = watch::channel(false);
+        let mut adapter_state = adapters::AdapterState::default();
+        let mut adapter_tasks = Vec::new();
+        let started = start_adapters(
+            &cfg,
+            &outbox,
+            &mut adapter_state,
+            &mut adapter_tasks,
+            &adapters_rx,
+        )
+        .await;
+        let mllp_addr = match started {
+            Ok(addr) => addr,
+            Err(e) => {
+                let _ = adapters_stop.send(true);
+                for h in adapter_tasks {
+                    let _ = h.await;
+                }
+                let ob = outbox.clone();
+                let _ = tokio::task::spawn_blocking(move || ob.close()).await;
+                return Err(e);
+            }
+        };
+        let adapter_state = Arc::new(adapter_state);
         let sync = tokio::spawn(sync::run(
             cfg.clone(),
             outbox.clone(),
@@ -116,14 +158,19 @@ impl Gateway {
         let (http, local_addr) = match cfg.listen {
             None => (None, None),
             Some(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| GatewayError::Listen { addr, source })?;
+                let listener = match tokio::net::TcpListener::bind(addr).await {
+                    Ok(l) => l,
+                    Err(source) => {
+                        let _ = adapters_stop.send(true);
+                        return Err(GatewayError::Listen { addr, source });
+                    }
+                };
                 let local = listener.local_addr().ok();
                 let app = http::router(http::SourceState {
                     outbox: outbox.clone(),
                     status: status.clone(),
                     id: cfg.id.clone(),
+                    adapters: adapter_state.clone(),
                 });
                 let mut rx = stop_rx.clone();
                 let h = tokio::spawn(async move {
@@ -147,6 +194,10 @@ impl Gateway {
             sync: Some(sync),
             http,
             local_addr,
+            adapters: adapter_state,
+            adapters_stop,
+            adapter_tasks,
+            mllp_addr,
         })
     }
 
@@ -164,9 +215,24 @@ impl Gateway {
         self.status.snapshot()
     }
 
+    /// The bound address of the HL7 MLLP listener, when enabled.
+    pub fn mllp_addr(&self) -> Option<SocketAddr> {
+        self.mllp_addr
+    }
+
+    /// Counters of the device adapters (also on `/health` under `adapters`).
+    pub fn adapters(&self) -> AdaptersStatus {
+        self.adapters.snapshot()
+    }
+
     /// Stops sources, gives the sync task `drain` to send what is left, and closes the outbox.
     /// Whatever is not confirmed by then stays in the outbox for the next start.
     pub async fn shutdown(mut self, drain: std::time::Duration) {
+        // Device adapters first: each finishes the message in hand (commit, then its ACK).
+        let _ = self.adapters_stop.send(true);
+        for h in self.adapter_tasks.drain(..) {
+            let _ = h.await;
+        }
         if let Some(h) = self.http.take() {
             let _ = self.stop.send(true);
             let _ = h.await;
@@ -186,4 +252,46 @@ impl Gateway {
         let ob = self.outbox.clone();
         let _ = tokio::task::spawn_blocking(move || ob.close()).await;
     }
+}
+
+/// Starts the configured device adapters; the MLLP listener's bound address.
+async fn start_adapters(
+    cfg: &GatewayConfig,
+    outbox: &Outbox,
+    state: &mut adapters::AdapterState,
+    tasks: &mut Vec<JoinHandle<()>>,
+    stop: &watch::Receiver<bool>,
+) -> Result<Option<SocketAddr>, GatewayError> {
+    let mut mllp_addr = None;
+    if let Some(m) = &cfg.mllp {
+        let addr = m.listen;
+        let (h, local) = adapters::mllp::start(m.clone(), outbox.clone(), state, stop.clone())
+            .await
+            .map_err(|source| GatewayError::Listen { addr, source })?;
+        tasks.push(h);
+        mllp_addr = Some(local);
+    }
+    if let Some(m) = &cfg.mqtt {
+        let path = m.quarantine_path.clone().unwrap_or_else(|| {
+            cfg.outbox_path
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join("quarantine.db")
+        });
+        let max = m.quarantine_max_bytes;
+        let quarantine = tokio::task::spawn_blocking(move || adapters::Quarantine::open(path, max))
+            .await
+            .map_err(|e| GatewayError::Config(e.to_string()))??;
+        let h = adapters::mqtt::start(
+            m.clone(),
+            &cfg.id,
+            outbox.clone(),
+            quarantine,
+            state,
+            stop.clone(),
+        )
+        .map_err(GatewayError::Config)?;
+        tasks.push(h);
+    }
+    Ok(mllp_addr)
 }

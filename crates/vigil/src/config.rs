@@ -61,22 +61,51 @@ fn scalar(raw: &str) -> toml::Value {
     }
 }
 
+/// Deep merge: tables key by key, anything else replaced.
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
 impl Config {
     /// Loads the file (when given), then applies environment overrides from `vars`.
     pub fn load(
         file: Option<&Path>,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Self> {
-        let mut value = match file {
-            Some(f) => {
-                let text = std::fs::read_to_string(f)
-                    .with_context(|| format!("cannot read config file {}", f.display()))?;
-                let parsed: Config = toml::from_str(&text)
-                    .with_context(|| format!("invalid config file {}", f.display()))?;
-                toml::Value::try_from(parsed)?
-            }
-            None => toml::Value::try_from(Config::default())?,
-        };
+        // Defaults first (they give each key its type), the file's own text over them (so
+        // fields never written out, such as secrets, survive), then the environment.
+        let mut value = toml::Value::try_from(Config::default())?;
+        if let Some(f) = file {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read config file {}", f.display()))?;
+            let _checked: Config = toml::from_str(&text)
+                .with_context(|| format!("invalid config file {}", f.display()))?;
+            let raw: toml::Value = toml::from_str(&text)
+                .with_context(|| format!("invalid config file {}", f.display()))?;
+            merge(&mut value, raw);
+        }
+        // Each override takes the type its key has in the defaults with every optional
+        // section filled in: text stays text, numbers and booleans are parsed. Keys never
+        // written out (secrets) are text.
+        let mut full = Config::default();
+        full.gateway.mllp.get_or_insert_with(Default::default);
+        full.gateway.mqtt.get_or_insert_with(Default::default);
+        full.gateway
+            .listen
+            .get_or_insert(SocketAddr::from(([127, 0, 0, 1], 7070)));
+        let hints = toml::Value::try_from(full)?;
         for (k, v) in vars {
             let Some(path) = k.strip_prefix("VIGIL_") else {
                 continue;
@@ -84,6 +113,13 @@ impl Config {
             let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
             let Some((last, parents)) = keys.split_last() else {
                 continue;
+            };
+            let hint = keys
+                .iter()
+                .try_fold(&hints, |node, key| node.get(key.as_str()));
+            let new = match hint {
+                None | Some(toml::Value::String(_)) => toml::Value::String(v.clone()),
+                Some(_) => scalar(&v),
             };
             let mut node = &mut value;
             for key in parents {
@@ -94,19 +130,13 @@ impl Config {
                     .entry(key.clone())
                     .or_insert_with(|| toml::Value::Table(Default::default()));
             }
-            let table = node
-                .as_table_mut()
-                .with_context(|| format!("environment variable {k} does not name a setting"))?;
-            let new = match table.get(last) {
-                Some(toml::Value::String(_)) | None => toml::Value::String(v.clone()),
-                _ => scalar(&v),
-            };
-            table.insert(last.clone(), new);
+            node.as_table_mut()
+                .with_context(|| format!("environment variable {k} does not name a setting"))?
+                .insert(last.clone(), new);
         }
-        let cfg: Config = value
+        value
             .try_into()
-            .context("invalid configuration after environment overrides")?;
-        Ok(cfg)
+            .context("invalid configuration after environment overrides")
     }
 
     /// Checks what types cannot.
@@ -164,6 +194,33 @@ mod tests {
         assert_eq!(cfg.hub.settings.max_future_s, 120);
         assert_eq!(cfg.gateway.hub_url, "http://hub:1");
         cfg.validate().expect("valid");
+    }
+
+    #[test]
+    fn secrets_in_the_file_survive_and_optional_sections_take_typed_overrides() {
+        let d = tempfile::tempdir().expect("dir");
+        let f = d.path().join("vigil.toml");
+        std::fs::write(&f, "[gateway]\ntoken = \"vgt_secret\"\nid = \"home\"\n").expect("write");
+        let cfg = Config::load(
+            Some(&f),
+            [
+                (
+                    "VIGIL_GATEWAY__MQTT__KEEP_ALIVE_S".to_owned(),
+                    "45".to_owned(),
+                ),
+                (
+                    "VIGIL_GATEWAY__MQTT__PASSWORD".to_owned(),
+                    "1234".to_owned(),
+                ),
+                ("VIGIL_GATEWAY__ID".to_owned(), "17".to_owned()),
+            ],
+        )
+        .expect("load");
+        assert_eq!(cfg.gateway.token, "vgt_secret");
+        assert_eq!(cfg.gateway.id, "17");
+        let mqtt = cfg.gateway.mqtt.expect("mqtt section from the environment");
+        assert_eq!(mqtt.keep_alive_s, 45);
+        assert_eq!(mqtt.password.as_deref(), Some("1234"));
     }
 
     #[test]

@@ -42,6 +42,15 @@ pub struct GatewayArgs {
     /// Outbox bound in bytes (overrides `gateway.outbox_max_bytes`).
     #[arg(long)]
     pub outbox_max_bytes: Option<u64>,
+    /// Listen for HL7 v2 over MLLP here (enables `gateway.mllp`).
+    #[arg(long)]
+    pub mllp_listen: Option<SocketAddr>,
+    /// Take device messages from this MQTT broker, host:port (enables `gateway.mqtt`).
+    #[arg(long)]
+    pub mqtt_broker: Option<String>,
+    /// MQTT client id: it names the persistent session, keep it stable.
+    #[arg(long)]
+    pub mqtt_client_id: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +135,21 @@ pub async fn gateway(args: GatewayArgs, file: Option<&Path>) -> anyhow::Result<(
     if let Some(m) = args.outbox_max_bytes {
         g.outbox_max_bytes = m;
     }
+    if let Some(l) = args.mllp_listen {
+        g.mllp.get_or_insert_with(Default::default).listen = l;
+    }
+    if let Some(b) = args.mqtt_broker {
+        g.mqtt.get_or_insert_with(Default::default).broker = b;
+    }
+    if let Some(id) = args.mqtt_client_id {
+        g.mqtt.get_or_insert_with(Default::default).client_id = id;
+    }
+    if let Some(m) = g.mqtt.as_mut()
+        && let Some(q) = m.quarantine_path.as_mut()
+        && q.is_relative()
+    {
+        *q = cfg.data_dir.join(&*q);
+    }
     cfg.validate().map_err(|e| InputError(format!("{e:#}")))?;
     if cfg.gateway.token.is_empty() {
         return Err(InputError(
@@ -136,6 +160,9 @@ pub async fn gateway(args: GatewayArgs, file: Option<&Path>) -> anyhow::Result<(
     let gw = Gateway::start(cfg.gateway.clone()).await?;
     if let Some(addr) = gw.local_addr() {
         announce(&format!("gateway listening on http://{addr}"));
+    }
+    if let Some(addr) = gw.mllp_addr() {
+        announce(&format!("gateway MLLP listening on {addr}"));
     }
     tracing::info!(hub = %cfg.gateway.hub_url, "gateway started");
     stop_signal().await;

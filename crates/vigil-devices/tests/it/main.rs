@@ -6,6 +6,7 @@ mod float_vectors;
 mod hl7_vectors;
 mod registry;
 mod robustness;
+mod templates;
 
 use vigil_devices::DecodeContext;
 use vigil_model::{DeviceId, Timestamp};

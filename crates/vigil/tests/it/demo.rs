@@ -9,12 +9,27 @@ use vigil_store::Store;
 /// Runs the demo; `interrupt_after` sends SIGINT instead of waiting for `--for`.
 fn run_demo(dir: &std::path::Path, interrupt_after: Option<Duration>) -> (u64, Vec<String>) {
     let mut cmd = vigil();
-    cmd.args(["--log", "warn", "demo", "--port", "0", "--patients", "5", "--history", "30m", "--data-dir"])
-        .arg(dir);
+    cmd.args([
+        "--log",
+        "warn",
+        "demo",
+        "--port",
+        "0",
+        "--patients",
+        "5",
+        "--history",
+        "30m",
+        "--data-dir",
+    ])
+    .arg(dir);
     if interrupt_after.is_none() {
         cmd.args(["--for", "4s"]);
     }
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("demo");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("demo");
     if let Some(d) = interrupt_after {
         std::thread::sleep(d);
         let status = std::process::Command::new("kill")
@@ -24,7 +39,10 @@ fn run_demo(dir: &std::path::Path, interrupt_after: Option<Duration>) -> (u64, V
         assert!(status.success());
     }
     let stdout = child.stdout.take().expect("stdout");
-    let lines: Vec<String> = BufReader::new(stdout).lines().map_while(Result::ok).collect();
+    let lines: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .collect();
     let status = child.wait().expect("wait");
     assert!(status.success(), "demo exited with {status}: {lines:?}");
     let generated = lines
@@ -40,30 +58,64 @@ fn run_demo(dir: &std::path::Path, interrupt_after: Option<Duration>) -> (u64, V
 async fn the_demo_starts_restarts_on_its_data_and_loses_nothing_on_ctrl_c() {
     let d = tempfile::tempdir().expect("dir");
     let (first, lines) = run_demo(d.path(), None);
-    assert!(lines.iter().any(|l| l.starts_with("Vigil demo: hub http://127.0.0.1:")), "{lines:?}");
-    assert!(first > 5 * 1800, "30 minutes of history for 5 wearables: {first}");
-    let creds: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(d.path().join("demo-credentials.json")).expect("credentials")).expect("json");
-    assert!(creds["api_token"].as_str().is_some_and(|t| t.starts_with("vat_")));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("Vigil demo: hub http://127.0.0.1:")),
+        "{lines:?}"
+    );
+    assert!(
+        first > 5 * 1800,
+        "30 minutes of history for 5 wearables: {first}"
+    );
+    let creds: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(d.path().join("demo-credentials.json")).expect("credentials"),
+    )
+    .expect("json");
+    assert!(
+        creds["api_token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("vat_"))
+    );
     assert!(creds["users"].as_array().is_some_and(|u| u.len() >= 2));
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(d.path().join("demo-credentials.json")).expect("meta").permissions().mode();
+        let mode = std::fs::metadata(d.path().join("demo-credentials.json"))
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o077, 0, "credentials are private to their owner");
     }
     // A restart continues the simulation instead of starting over, then Ctrl-C.
     let (second, _) = run_demo(d.path(), Some(Duration::from_secs(4)));
-    assert!(second < first, "the second run continues ({second} new records) rather than regenerating history");
-    let creds2: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(d.path().join("demo-credentials.json")).expect("credentials")).expect("json");
-    assert_eq!(creds["api_token"], creds2["api_token"], "credentials survive a restart");
+    assert!(
+        second < first,
+        "the second run continues ({second} new records) rather than regenerating history"
+    );
+    let creds2: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(d.path().join("demo-credentials.json")).expect("credentials"),
+    )
+    .expect("json");
+    assert_eq!(
+        creds["api_token"], creds2["api_token"],
+        "credentials survive a restart"
+    );
 
     // Every generated record is at the hub or still in the gateway outbox.
     let store = vigil_store::sqlite::SqliteStore::open(d.path().join("hub.db")).expect("hub db");
     let s = store.stats().await.expect("stats");
-    let outbox = vigil_outbox::Outbox::open(vigil_outbox::OutboxConfig::new(d.path().join("gateway").join("outbox.db"))).expect("outbox");
+    let outbox = vigil_outbox::Outbox::open(vigil_outbox::OutboxConfig::new(
+        d.path().join("gateway").join("outbox.db"),
+    ))
+    .expect("outbox");
     let pending = outbox.stats().depth;
     assert_eq!(s.quarantined_open, 0);
-    assert_eq!(s.readings + s.events + pending, first + second, "readings {} events {} pending {pending}", s.readings, s.events);
+    assert_eq!(
+        s.readings + s.events + pending,
+        first + second,
+        "readings {} events {} pending {pending}",
+        s.readings,
+        s.events
+    );
 }
