@@ -205,18 +205,24 @@ async fn spawn_announcing(
     Ok((child, line))
 }
 
-async fn stored(client: &reqwest::Client, hub: &str) -> anyhow::Result<u64> {
+/// (stored, quarantined) records at the hub, from its metrics.
+async fn stored(client: &reqwest::Client, hub: &str) -> anyhow::Result<(u64, u64)> {
     let text = client
         .get(format!("{hub}/metrics"))
         .send()
         .await?
         .text()
         .await?;
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix("vigil_hub_records_stored_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0))
+    let counter = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    Ok((
+        counter("vigil_hub_records_stored_total "),
+        counter("vigil_hub_records_quarantined_total "),
+    ))
 }
 
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
@@ -353,7 +359,11 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         .spawn()?;
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
-        if stored(&client, &hub_addr).await? >= n {
+        let (ok, quarantined) = stored(&client, &hub_addr).await?;
+        if quarantined > 0 {
+            bail!("the hub quarantined {quarantined} benchmark readings");
+        }
+        if ok >= n {
             break;
         }
         if Instant::now() > deadline {
