@@ -34,6 +34,53 @@ pub struct StoredReading {
     pub source: Source,
 }
 
+impl StoredReading {
+    /// The same observation: same device, metric and device time, and the same value,
+    /// components, data-absent reason and flags. Receive times may differ (a source that
+    /// delivers at least once sends the same observation again later).
+    pub fn same_observation(&self, other: &Self) -> bool {
+        self.time == other.time
+            && self.metric == other.metric
+            && self.device == other.device
+            && self.value.map(f64::to_bits) == other.value.map(f64::to_bits)
+            && self.absent == other.absent
+            && self.flags == other.flags
+            && self.components.len() == other.components.len()
+            && self
+                .components
+                .iter()
+                .zip(&other.components)
+                .all(|(a, b)| a.metric == b.metric && a.value.to_bits() == b.value.to_bits())
+    }
+}
+
+/// Sorts by device time and removes repeated observations (see
+/// [`StoredReading::same_observation`]), keeping the earliest arrival of each.
+pub fn dedup_identical(v: &mut Vec<StoredReading>) {
+    v.sort_by(|a, b| {
+        (a.time, a.metric, a.device.as_str(), a.hub_received).cmp(&(
+            b.time,
+            b.metric,
+            b.device.as_str(),
+            b.hub_received,
+        ))
+    });
+    let mut out: Vec<StoredReading> = Vec::with_capacity(v.len());
+    for r in v.drain(..) {
+        // Repeats are adjacent unless another reading of the same instant sits between;
+        // look back over the readings of this instant.
+        let dup = out
+            .iter()
+            .rev()
+            .take_while(|o| o.time == r.time)
+            .any(|o| o.same_observation(&r));
+        if !dup {
+            out.push(r);
+        }
+    }
+    *v = out;
+}
+
 /// A chunk that cannot be decoded (storage corruption or a newer format).
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ChunkError {

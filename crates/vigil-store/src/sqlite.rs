@@ -750,10 +750,9 @@ impl Store for SqliteStore {
                     }
                     all.extend(got);
                 }
+                chunk::dedup_identical(&mut all);
                 if q.descending {
-                    all.sort_by_key(|r| std::cmp::Reverse(r.time));
-                } else {
-                    all.sort_by_key(|r| r.time);
+                    all.reverse();
                 }
                 all.truncate(q.limit);
                 Ok(all)
@@ -986,7 +985,7 @@ impl Store for SqliteStore {
                     for (_, data) in &rows {
                         all.extend(chunk::decode(metric, data)?);
                     }
-                    all.sort_by_key(|r| r.time);
+                    chunk::dedup_identical(&mut all);
                     let (Some(first), Some(last)) = (all.first(), all.last()) else {
                         continue;
                     };

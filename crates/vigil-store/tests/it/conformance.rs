@@ -476,3 +476,39 @@ pub async fn separate_epochs_of_one_gateway_have_separate_cursors(s: &impl Store
     assert_eq!((out.stored, out.duplicates), (10, 0));
     assert_eq!(s.readings(all("p1")).await.expect("q").len(), 20);
 }
+
+pub async fn an_observation_delivered_twice_is_one_reading_in_queries_and_after_compaction(
+    s: &impl Store,
+) {
+    enrol(s, "p1", "w1", None).await;
+    // An at-least-once source (MQTT QoS 1) may deliver the same observation again: the
+    // gateway gives it a new sequence number, so the cursor cannot tell.
+    let a = hr("w1", 1, 70.0);
+    let other_value = hr("w1", 1, 71.0);
+    let out = s
+        .ingest(batch("gw", 0, 1, vec![a.clone(), hr("w1", 2, 72.0)]))
+        .await
+        .expect("first");
+    assert_eq!(out.stored, 2);
+    s.ingest(batch("gw", 2, 3, vec![a.clone(), other_value]))
+        .await
+        .expect("again");
+    let got = s.readings(all("p1")).await.expect("q");
+    let values: Vec<f64> = got.iter().filter_map(|r| r.value).collect();
+    assert_eq!(
+        values,
+        [70.0, 71.0, 72.0],
+        "the repeat is gone, a different value at the same instant is kept"
+    );
+    let desc = s
+        .readings(ReadingQuery {
+            descending: true,
+            ..all("p1")
+        })
+        .await
+        .expect("desc");
+    assert_eq!(desc.len(), 3);
+    assert_eq!(desc[0].value, Some(72.0));
+    while s.compact().await.expect("compact") > 0 {}
+    assert_eq!(s.stats().await.expect("stats").readings, 3);
+}

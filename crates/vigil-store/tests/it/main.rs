@@ -38,5 +38,6 @@ mod sqlite_backend {
         events_are_stored_per_patient,
         gateway_and_api_tokens_are_looked_up_by_hash_and_revocable,
         separate_epochs_of_one_gateway_have_separate_cursors,
+        an_observation_delivered_twice_is_one_reading_in_queries_and_after_compaction,
     );
 }
