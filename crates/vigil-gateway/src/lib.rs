@@ -54,6 +54,16 @@ pub struct GatewayConfig {
     pub mllp: Option<MllpConfig>,
     /// MQTT device ingress; absent disables.
     pub mqtt: Option<MqttConfig>,
+    /// Bluetooth LE health devices (needs a build with the `ble` feature); absent disables.
+    pub ble: Option<BleSettings>,
+}
+
+/// Settings of the Bluetooth adapter (`[gateway.ble]`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BleSettings {
+    /// Which Bluetooth adapter (0: the first, `hci0` on Linux).
+    pub adapter: usize,
 }
 
 impl Default for GatewayConfig {
@@ -71,6 +81,7 @@ impl Default for GatewayConfig {
             request_timeout_ms: 30_000,
             mllp: None,
             mqtt: None,
+            ble: None,
         }
     }
 }
@@ -270,6 +281,34 @@ async fn start_adapters(
             .map_err(|source| GatewayError::Listen { addr, source })?;
         tasks.push(h);
         mllp_addr = Some(local);
+    }
+    if let Some(_b) = &cfg.ble {
+        #[cfg(feature = "ble")]
+        {
+            let path = cfg
+                .outbox_path
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join("quarantine.db");
+            let quarantine = tokio::task::spawn_blocking(move || {
+                adapters::Quarantine::open(path, adapters::Quarantine::DEFAULT_MAX_BYTES)
+            })
+            .await
+            .map_err(|e| GatewayError::Config(e.to_string()))??;
+            let b = adapters::ble::BleConfig {
+                adapter: _b.adapter,
+            };
+            tasks.push(adapters::ble::start(
+                b,
+                outbox.clone(),
+                quarantine,
+                stop.clone(),
+            ));
+        }
+        #[cfg(not(feature = "ble"))]
+        return Err(GatewayError::Config(
+            "this build has no Bluetooth support: build with `--features ble`".into(),
+        ));
     }
     if let Some(m) = &cfg.mqtt {
         let path = m.quarantine_path.clone().unwrap_or_else(|| {

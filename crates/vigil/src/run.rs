@@ -51,6 +51,9 @@ pub struct GatewayArgs {
     /// MQTT client id: it names the persistent session, keep it stable.
     #[arg(long)]
     pub mqtt_client_id: Option<String>,
+    /// Take readings from Bluetooth LE health devices (builds with `--features ble`).
+    #[arg(long)]
+    pub ble: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,6 +143,9 @@ pub async fn gateway(args: GatewayArgs, file: Option<&Path>) -> anyhow::Result<(
     }
     if let Some(b) = args.mqtt_broker {
         g.mqtt.get_or_insert_with(Default::default).broker = b;
+    }
+    if args.ble {
+        g.ble.get_or_insert_with(Default::default);
     }
     if let Some(id) = args.mqtt_client_id {
         g.mqtt.get_or_insert_with(Default::default).client_id = id;

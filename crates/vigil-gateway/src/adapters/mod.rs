@@ -8,8 +8,12 @@
 //!   committed to the outbox, or after its raw payload is kept in the local [`quarantine`]
 //!   when it cannot be decoded.
 //!
+//! - `ble` (feature `ble`): Bluetooth LE health devices through `vigil-ble`'s live driver.
+//!
 //! Adapters follow the gateway's rule: a source is acknowledged only after the commit.
 
+#[cfg(feature = "ble")]
+pub mod ble;
 pub mod mllp;
 pub mod mqtt;
 pub mod quarantine;

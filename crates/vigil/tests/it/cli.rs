@@ -67,3 +67,59 @@ fn help_and_version_exit_0() {
     assert_eq!(run(&["--help"]).0, 0);
     assert_eq!(run(&["--version"]).0, 0);
 }
+
+#[test]
+fn decode_prints_canonical_readings_for_ble_hl7_and_templates() {
+    let (code, out, err) = run(&["decode", "--format", "ble:2A37", "1E5532002100"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v[0]["loinc"], "8867-4");
+    assert_eq!(v[0]["value"], 85.0);
+    assert_eq!(v[0]["unit"], "/min");
+    assert_eq!(v[0]["fields"]["energy_expended_kj"], 50);
+
+    let hl7 = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/vectors/hl7/mindray-vs900-oru.hl7"
+    );
+    let (code, out, err) = run(&["decode", "--format", "hl7", hl7]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let spo2 = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|r| r["loinc"] == "59408-5")
+        .expect("SpO2 reading");
+    assert_eq!(spo2["value"], 99.0);
+
+    // A special SFLOAT value (NaN) is a data-absent reason, never a number.
+    // FLOAT NaN is 0x007FFFFF, little-endian on the wire.
+    let (code, out, err) = run(&["decode", "--format", "ble:2A1C", "00FFFF7F00"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert!(v[0].get("value").is_none(), "{v}");
+    assert_eq!(v[0]["data_absent_reason"], "not-a-number");
+
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../vigil-devices/templates");
+    let template = format!("template:{dir}/fitbit/devicecontent.json");
+    let payload = std::fs::read_dir(format!("{dir}/examples"))
+        .expect("examples")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains("fitbit"))
+        .expect("a fitbit example payload");
+    let (code, out, err) = run(&[
+        "decode",
+        "--format",
+        &template,
+        payload.to_str().expect("utf8"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert!(
+        v.as_array()
+            .is_some_and(|a| a.iter().any(|r| r["loinc"] == "8867-4")),
+        "{v}"
+    );
+}
