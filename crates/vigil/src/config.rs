@@ -107,9 +107,14 @@ impl Config {
             .get_or_insert(SocketAddr::from(([127, 0, 0, 1], 7070)));
         let hints = toml::Value::try_from(full)?;
         for (k, v) in vars {
+            // Settings are `VIGIL_DATA_DIR` and `VIGIL_SECTION__KEY`; other `VIGIL_` variables
+            // (VIGIL_CONFIG, VIGIL_LOG, VIGIL_API_TOKEN) belong to the command line.
             let Some(path) = k.strip_prefix("VIGIL_") else {
                 continue;
             };
+            if !path.contains("__") && path != "DATA_DIR" {
+                continue;
+            }
             let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
             let Some((last, parents)) = keys.split_last() else {
                 continue;
@@ -186,10 +191,12 @@ mod tests {
                     "http://hub:1".to_owned(),
                 ),
                 ("PATH".to_owned(), "/bin".to_owned()),
+                ("VIGIL_LOG".to_owned(), "debug".to_owned()),
+                ("VIGIL_DATA_DIR".to_owned(), "/srv/other".to_owned()),
             ],
         )
         .expect("load");
-        assert_eq!(cfg.data_dir, PathBuf::from("/srv/vigil"));
+        assert_eq!(cfg.data_dir, PathBuf::from("/srv/other"));
         assert_eq!(cfg.hub.listen.port(), 9000);
         assert_eq!(cfg.hub.settings.max_future_s, 120);
         assert_eq!(cfg.gateway.hub_url, "http://hub:1");

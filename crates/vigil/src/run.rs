@@ -150,6 +150,12 @@ pub async fn gateway(args: GatewayArgs, file: Option<&Path>) -> anyhow::Result<(
     if let Some(id) = args.mqtt_client_id {
         g.mqtt.get_or_insert_with(Default::default).client_id = id;
     }
+    // Fault injection for crash tests: a real process dies at the worst moment.
+    if std::env::var("VIGIL_FAULT").as_deref() == Ok("mqtt-abort-before-commit")
+        && let Some(m) = g.mqtt.as_mut()
+    {
+        m.abort_process_before_commit = true;
+    }
     if let Some(m) = g.mqtt.as_mut()
         && let Some(q) = m.quarantine_path.as_mut()
         && q.is_relative()

@@ -89,6 +89,11 @@ pub struct MqttConfig {
     #[doc(hidden)]
     #[serde(skip)]
     pub crash_before_commit: bool,
+    /// Test hook: on the first message received, abort the whole process before the commit
+    /// (set by the `vigil` binary from `VIGIL_FAULT=mqtt-abort-before-commit`).
+    #[doc(hidden)]
+    #[serde(skip)]
+    pub abort_process_before_commit: bool,
     /// Test hook: wait this long between the commit and the PUBACKs of a batch.
     #[doc(hidden)]
     #[serde(skip)]
@@ -112,6 +117,7 @@ impl Default for MqttConfig {
             quarantine_max_bytes: Quarantine::DEFAULT_MAX_BYTES,
             templates: Default::default(),
             crash_before_commit: false,
+            abort_process_before_commit: false,
             delay_before_ack_ms: 0,
         }
     }
@@ -343,6 +349,10 @@ async fn run(ingest: Arc<Ingest>, opts: MqttOptions, stop: watch::Receiver<bool>
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 c.messages_total.fetch_add(1, Ordering::Relaxed);
+                if ingest.cfg.abort_process_before_commit {
+                    eprintln!("fault injection: aborting the gateway between receipt and commit");
+                    std::process::abort();
+                }
                 if ingest.cfg.crash_before_commit {
                     tracing::warn!("MQTT fault injection: dropping the adapter before the commit");
                     c.error("fault injection: crashed before commit".into());

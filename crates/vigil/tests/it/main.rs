@@ -4,4 +4,5 @@ mod bad_input;
 mod cli;
 mod demo;
 mod harness;
+mod mqtt_crash;
 mod sync;
