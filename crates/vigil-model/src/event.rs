@@ -47,6 +47,15 @@ pub enum EventKind {
     Battery {
         percent: f64,
     },
+    /// An alert a gateway raised itself (edge rule), synced to the hub with the time of the
+    /// reading that triggered it. `rule` is the rule engine's rule id, so the hub keeps one
+    /// alert per patient and rule whichever side saw the condition first.
+    Alert {
+        rule: String,
+        severity: String,
+        message: String,
+        value: Option<f64>,
+    },
 }
 
 impl EventKind {
@@ -63,6 +72,7 @@ impl EventKind {
             Self::AssetSighting { .. } => "asset_sighting",
             Self::StockLevel { .. } => "stock_level",
             Self::Battery { .. } => "battery",
+            Self::Alert { .. } => "alert",
         }
     }
 }
