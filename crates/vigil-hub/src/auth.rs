@@ -76,6 +76,16 @@ impl User {
     }
 }
 
+impl User {
+    /// Acknowledging and resolving alerts needs a clinical role (or admin).
+    pub fn require_clinical(&self) -> Result<(), ApiError> {
+        match self.role.as_str() {
+            "admin" | "clinician" | "nurse" => Ok(()),
+            _ => Err(ApiError::Forbidden),
+        }
+    }
+}
+
 /// A gateway authenticated by its own token.
 #[derive(Debug, Clone)]
 pub struct Gateway {

@@ -8,8 +8,11 @@
 //! The hub never logs patient identifiers or values at info level, never returns internal
 //! error details to a client, and answers every error as a JSON problem document.
 
+mod alert_routes;
+pub mod alerts;
 pub mod auth;
 mod error;
+pub mod notify;
 mod routes;
 
 pub use error::ApiError;
@@ -28,6 +31,23 @@ pub struct HubConfig {
     pub max_future_s: i64,
     /// How often small chunks are merged, in seconds (0 disables).
     pub compact_every_s: u64,
+    /// An alert resolves itself (actor `system`) once the engine has evaluated its rule for
+    /// this long (device time) after its latest finding without finding it again, in seconds.
+    pub alert_quiet_s: u64,
+    /// An alert nobody acknowledged this long after it was recorded escalates to the
+    /// patient's backup clinicians, a period later to on-call, and is re-notified every
+    /// period after that, in seconds.
+    pub escalate_after_s: u64,
+    /// Delivery attempts of a notification before it is dead-lettered.
+    pub notify_max_attempts: u32,
+    /// First retry delay of a failed notification, doubled per attempt (at most an hour), ms.
+    pub notify_backoff_ms: u64,
+    /// Webhooks that receive every alert notification (`[[hub.webhooks]]`).
+    pub webhooks: Vec<notify::WebhookConfig>,
+    /// SMTP relay for e-mail notifications (`[hub.smtp]`); none disables e-mail.
+    pub smtp: Option<notify::SmtpConfig>,
+    /// E-mail address per user name (`[hub.emails]`).
+    pub emails: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for HubConfig {
@@ -35,6 +55,13 @@ impl Default for HubConfig {
         Self {
             max_future_s: 300,
             compact_every_s: 60,
+            alert_quiet_s: 300,
+            escalate_after_s: 900,
+            notify_max_attempts: 8,
+            notify_backoff_ms: 1000,
+            webhooks: Vec::new(),
+            smtp: None,
+            emails: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -62,6 +89,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub config: Arc<HubConfig>,
     pub metrics: Arc<HubMetrics>,
+    pub alerts: Arc<alerts::Alerting>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -78,6 +106,7 @@ impl AppState {
             store,
             config: Arc::new(config),
             metrics: Arc::new(HubMetrics::default()),
+            alerts: Arc::new(alerts::Alerting::default()),
         }
     }
 }
@@ -104,11 +133,56 @@ pub async fn serve(
             }
         })
     });
+    let escalator = (state.config.escalate_after_s > 0).then(|| {
+        let (store, alerts, config) = (
+            state.store.clone(),
+            state.alerts.clone(),
+            state.config.clone(),
+        );
+        // Check a few times per period, at most once a second and at least every 30 s.
+        let every = std::time::Duration::from_millis(
+            (config.escalate_after_s.saturating_mul(1000) / 4).clamp(250, 30_000),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = alerts.escalate(store.as_ref(), &config).await {
+                    tracing::warn!(error = %e, "escalation pass failed");
+                }
+            }
+        })
+    });
+    let evaluator = tokio::spawn(
+        state
+            .alerts
+            .clone()
+            .run(state.store.clone(), state.config.clone()),
+    );
+    let notifier = {
+        let (store, config) = (state.store.clone(), state.config.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .unwrap_or_default();
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                if let Err(e) = notify::drain(&http, store.as_ref(), &config).await {
+                    tracing::warn!(error = %e, "notification pass failed");
+                }
+            }
+        })
+    };
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
-    if let Some(c) = compactor {
-        c.abort();
+    for task in [compactor, escalator, Some(notifier), Some(evaluator)]
+        .into_iter()
+        .flatten()
+    {
+        task.abort();
     }
     result
 }

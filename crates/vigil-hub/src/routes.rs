@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/gateways", get(list_gateways).post(create_gateway))
         .route("/api/v1/gateways/{id}", delete(revoke_gateway))
         .route("/api/v1/stats", get(stats))
+        .merge(crate::alert_routes::routes())
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::bad("method_not_allowed", "method not allowed on this route")
@@ -48,7 +49,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// JSON body extractor whose rejections are problem documents.
-pub struct ApiJson<T>(pub T);
+pub(crate) struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
@@ -77,7 +78,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 }
 
 /// Query extractor whose rejections are problem documents.
-pub struct ApiQuery<T>(pub T);
+pub(crate) struct ApiQuery<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
@@ -92,11 +93,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
-fn patient_id(s: &str) -> Result<PatientId, ApiError> {
+pub(crate) fn patient_id(s: &str) -> Result<PatientId, ApiError> {
     PatientId::new(s).map_err(|e| ApiError::bad("invalid_id", e.to_string()))
 }
 
-fn parse_time(name: &str, s: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+pub(crate) fn parse_time(name: &str, s: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
     s.map(|s| {
         Timestamp::parse(s).map_err(|_| {
             ApiError::bad(
@@ -127,7 +128,8 @@ async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
          # TYPE vigil_store_chunks gauge\nvigil_store_chunks {}\n\
          # TYPE vigil_store_chunk_bytes gauge\nvigil_store_chunk_bytes {}\n\
          # TYPE vigil_store_file_bytes gauge\nvigil_store_file_bytes {}\n\
-         # TYPE vigil_store_quarantine_open gauge\nvigil_store_quarantine_open {}\n",
+         # TYPE vigil_store_quarantine_open gauge\nvigil_store_quarantine_open {}\n\
+         # TYPE vigil_hub_alert_queue gauge\nvigil_hub_alert_queue {}\n",
         l(&m.batches),
         l(&m.batches_rejected),
         l(&m.records_stored),
@@ -139,6 +141,7 @@ async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
         s.chunk_bytes,
         s.file_bytes,
         s.quarantined_open,
+        st.alerts.pending(),
     );
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
 }
@@ -187,7 +190,7 @@ async fn ingest(
         HubMetrics::add(&st.metrics.batches_rejected, 1);
         ApiError::bad("invalid_batch", e.to_string())
     })?;
-    let out = st
+    let mut out = st
         .store
         .ingest(IngestBatch {
             gateway: gw.id.clone(),
@@ -198,6 +201,8 @@ async fn ingest(
             max_future_ms: st.config.max_future_s.saturating_mul(1000),
         })
         .await?;
+    // The batch is committed: the rules run behind the acknowledgement, in batch order.
+    st.alerts.submit(std::mem::take(&mut out.accepted));
     let m = &st.metrics;
     HubMetrics::add(&m.batches, 1);
     HubMetrics::add(&m.records_stored, out.stored as u64);

@@ -13,8 +13,10 @@
 //!
 //! This crate never decides policy about who may see what; the hub does.
 
+pub mod alert;
 pub mod chunk;
 pub mod sqlite;
+mod sqlite_alerts;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -22,6 +24,10 @@ use vigil_model::{
     Assignment, Device, DeviceId, Event, Metric, Patient, PatientId, Reading, Record, Timestamp,
 };
 
+pub use alert::{
+    Alert, AlertFilter, AlertSignal, AlertSource, AlertStatus, AlertTransition, CareTeam,
+    NewNotification, Notification, Raised,
+};
 pub use chunk::StoredReading;
 
 /// Storage failures.
@@ -220,4 +226,93 @@ pub trait Store: Send + Sync + 'static {
     /// Merges small chunks of the same patient, metric and window. Returns chunks removed.
     async fn compact(&self) -> Result<u64, StoreError>;
     async fn stats(&self) -> Result<StoreStats, StoreError>;
+
+    /// Opens an alert for the signal's (patient, rule), or joins the active one (moving
+    /// `last_seen`, taking the higher severity and the latest message, and moving `opened_at`
+    /// back when the signal is older). A signal whose time falls inside a resolved alert's
+    /// span joins that alert and opens nothing. `now` is the hub's clock.
+    async fn raise_alert(&self, signal: AlertSignal, now: Timestamp) -> Result<Raised, StoreError>;
+    async fn alert(&self, id: i64) -> Result<Option<Alert>, StoreError>;
+    /// Alerts matching the filter, newest first.
+    async fn alerts(&self, filter: AlertFilter) -> Result<Vec<Alert>, StoreError>;
+    /// Acknowledges an active alert. `Conflict` when it is resolved.
+    async fn acknowledge_alert(
+        &self,
+        id: i64,
+        actor: &str,
+        at: Timestamp,
+        silence_until: Option<Timestamp>,
+    ) -> Result<(Alert, AlertTransition), StoreError>;
+    /// Resolves an active alert. `Conflict` when it is already resolved.
+    async fn resolve_alert(
+        &self,
+        id: i64,
+        actor: &str,
+        at: Timestamp,
+        note: Option<String>,
+    ) -> Result<(Alert, AlertTransition), StoreError>;
+    /// Escalates an open or escalated alert to `level` (actor `system`). `Conflict` when it
+    /// is acknowledged or resolved.
+    async fn escalate_alert(
+        &self,
+        id: i64,
+        level: u32,
+        at: Timestamp,
+    ) -> Result<(Alert, AlertTransition), StoreError>;
+    /// Reopens an acknowledged alert whose silence has run out (actor `system`): status
+    /// open, escalation level 0, escalation clock restarted at `at`. `Conflict` unless it is
+    /// acknowledged.
+    async fn reopen_alert(
+        &self,
+        id: i64,
+        at: Timestamp,
+    ) -> Result<(Alert, AlertTransition), StoreError>;
+    /// Records that an escalated alert was notified again at `at` (no transition).
+    async fn mark_alert_notified(&self, id: i64, at: Timestamp) -> Result<(), StoreError>;
+    /// Transitions with an id greater than `after`, oldest first.
+    async fn alert_transitions(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<AlertTransition>, StoreError>;
+    /// The id of the newest transition (0 when there is none).
+    async fn latest_transition_id(&self) -> Result<i64, StoreError>;
+    /// The transitions of one alert, oldest first.
+    async fn transitions_of(&self, alert: i64) -> Result<Vec<AlertTransition>, StoreError>;
+
+    /// Replaces a patient's care team. `NotFound` for an unknown patient.
+    async fn set_care_team(&self, patient: &PatientId, team: CareTeam) -> Result<(), StoreError>;
+    /// A patient's care team (empty when none was set).
+    async fn care_team(&self, patient: &PatientId) -> Result<CareTeam, StoreError>;
+    /// Replaces the on-call list (in order).
+    async fn set_on_call(&self, users: Vec<String>) -> Result<(), StoreError>;
+    async fn on_call(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Queues notifications, due at `at`.
+    async fn enqueue_notifications(
+        &self,
+        list: Vec<NewNotification>,
+        at: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Pending notifications due at `now`, oldest first.
+    async fn due_notifications(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Notification>, StoreError>;
+    async fn notification_delivered(&self, id: i64) -> Result<(), StoreError>;
+    /// Counts a failed attempt; retries at `retry_at`, or dead-letters when it is `None`.
+    async fn notification_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at: Option<Timestamp>,
+    ) -> Result<(), StoreError>;
+    /// Notifications with `status` (`pending`, `delivered`, `dead`), newest first;
+    /// all statuses when `None`.
+    async fn notifications(
+        &self,
+        status: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Notification>, StoreError>;
 }

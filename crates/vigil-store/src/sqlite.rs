@@ -5,7 +5,12 @@
 //! reader connections. Patients, devices and assignments are cached in memory for
 //! attribution at ingest and updated on every write through this store.
 
+use crate::alert::{
+    Alert, AlertFilter, AlertSignal, AlertTransition, CareTeam, NewNotification, Notification,
+    Raised,
+};
 use crate::chunk::{self, StoredReading};
+use crate::sqlite_alerts as alerts;
 use crate::{
     Accepted, ApiToken, GatewayInfo, IngestBatch, IngestOutcome, PatientSummary, QuarantineEntry,
     ReadingQuery, ReprocessOutcome, Store, StoreError, StoreStats, StoredEvent,
@@ -93,6 +98,7 @@ impl SqliteStore {
         }
         let conn = open_conn(&path)?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(alerts::SCHEMA)?;
         let cache = load_cache(&conn)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -1028,6 +1034,159 @@ impl Store for SqliteStore {
                     file_bytes: ((pages - free) * size) as u64,
                 })
             })
+        })
+        .await
+    }
+
+    async fn raise_alert(&self, signal: AlertSignal, now: Timestamp) -> Result<Raised, StoreError> {
+        self.blocking(move |inner| inner.write(|tx, _| alerts::raise(tx, &signal, now)))
+            .await
+    }
+
+    async fn alert(&self, id: i64) -> Result<Option<Alert>, StoreError> {
+        self.blocking(move |inner| inner.read(|c| alerts::get_alert(c, id)))
+            .await
+    }
+
+    async fn alerts(&self, filter: AlertFilter) -> Result<Vec<Alert>, StoreError> {
+        self.blocking(move |inner| inner.read(|c| alerts::list(c, &filter)))
+            .await
+    }
+
+    async fn acknowledge_alert(
+        &self,
+        id: i64,
+        actor: &str,
+        at: Timestamp,
+        silence_until: Option<Timestamp>,
+    ) -> Result<(Alert, AlertTransition), StoreError> {
+        let actor = actor.to_owned();
+        self.blocking(move |inner| {
+            inner.write(|tx, _| alerts::acknowledge(tx, id, &actor, at, silence_until))
+        })
+        .await
+    }
+
+    async fn resolve_alert(
+        &self,
+        id: i64,
+        actor: &str,
+        at: Timestamp,
+        note: Option<String>,
+    ) -> Result<(Alert, AlertTransition), StoreError> {
+        let actor = actor.to_owned();
+        self.blocking(move |inner| {
+            inner.write(|tx, _| alerts::resolve(tx, id, &actor, at, note.as_deref()))
+        })
+        .await
+    }
+
+    async fn escalate_alert(
+        &self,
+        id: i64,
+        level: u32,
+        at: Timestamp,
+    ) -> Result<(Alert, AlertTransition), StoreError> {
+        self.blocking(move |inner| inner.write(|tx, _| alerts::escalate(tx, id, level, at)))
+            .await
+    }
+
+    async fn reopen_alert(
+        &self,
+        id: i64,
+        at: Timestamp,
+    ) -> Result<(Alert, AlertTransition), StoreError> {
+        self.blocking(move |inner| inner.write(|tx, _| alerts::reopen(tx, id, at)))
+            .await
+    }
+
+    async fn mark_alert_notified(&self, id: i64, at: Timestamp) -> Result<(), StoreError> {
+        self.blocking(move |inner| inner.write(|tx, _| alerts::mark_notified(tx, id, at)))
+            .await
+    }
+
+    async fn alert_transitions(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<AlertTransition>, StoreError> {
+        self.blocking(move |inner| inner.read(|c| alerts::transitions(c, after, limit)))
+            .await
+    }
+
+    async fn latest_transition_id(&self) -> Result<i64, StoreError> {
+        self.blocking(|inner| inner.read(alerts::latest_transition_id))
+            .await
+    }
+
+    async fn transitions_of(&self, alert: i64) -> Result<Vec<AlertTransition>, StoreError> {
+        self.blocking(move |inner| inner.read(|c| alerts::transitions_of(c, alert)))
+            .await
+    }
+
+    async fn set_care_team(&self, patient: &PatientId, team: CareTeam) -> Result<(), StoreError> {
+        let patient = patient.clone();
+        self.blocking(move |inner| inner.write(|tx, _| alerts::set_care_team(tx, &patient, &team)))
+            .await
+    }
+
+    async fn care_team(&self, patient: &PatientId) -> Result<CareTeam, StoreError> {
+        let patient = patient.clone();
+        self.blocking(move |inner| inner.read(|c| alerts::care_team(c, &patient)))
+            .await
+    }
+
+    async fn set_on_call(&self, users: Vec<String>) -> Result<(), StoreError> {
+        self.blocking(move |inner| inner.write(|tx, _| alerts::set_on_call(tx, &users)))
+            .await
+    }
+
+    async fn on_call(&self) -> Result<Vec<String>, StoreError> {
+        self.blocking(|inner| inner.read(alerts::on_call)).await
+    }
+
+    async fn enqueue_notifications(
+        &self,
+        list: Vec<NewNotification>,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.blocking(move |inner| inner.write(|tx, _| alerts::enqueue(tx, &list, at)))
+            .await
+    }
+
+    async fn due_notifications(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Notification>, StoreError> {
+        self.blocking(move |inner| inner.read(|c| alerts::due(c, now, limit)))
+            .await
+    }
+
+    async fn notification_delivered(&self, id: i64) -> Result<(), StoreError> {
+        self.blocking(move |inner| inner.write(|tx, _| alerts::delivered(tx, id)))
+            .await
+    }
+
+    async fn notification_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        let error = error.to_owned();
+        self.blocking(move |inner| inner.write(|tx, _| alerts::failed(tx, id, &error, retry_at)))
+            .await
+    }
+
+    async fn notifications(
+        &self,
+        status: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Notification>, StoreError> {
+        let status = status.map(str::to_owned);
+        self.blocking(move |inner| {
+            inner.read(|c| alerts::notifications(c, status.as_deref(), limit))
         })
         .await
     }

@@ -2,7 +2,10 @@ use vigil_model::{
     Assignment, Component, Device, DeviceId, DeviceKind, Event, EventKind, Metric, Patient,
     PatientId, Reading, Record, Source, Timestamp,
 };
-use vigil_store::{ApiToken, IncomingRecord, IngestBatch, ReadingQuery, Store};
+use vigil_store::{
+    AlertFilter, AlertSignal, AlertStatus, ApiToken, CareTeam, IncomingRecord, IngestBatch,
+    NewNotification, ReadingQuery, Store, StoreError,
+};
 
 const T0: i64 = 1_750_000_000_000;
 
@@ -511,4 +514,308 @@ pub async fn an_observation_delivered_twice_is_one_reading_in_queries_and_after_
     assert_eq!(desc[0].value, Some(72.0));
     while s.compact().await.expect("compact") > 0 {}
     assert_eq!(s.stats().await.expect("stats").readings, 3);
+}
+
+fn signal(patient: &str, rule: &str, t: i64, source: vigil_store::AlertSource) -> AlertSignal {
+    AlertSignal {
+        patient: pid(patient),
+        rule_id: rule.into(),
+        severity: "warning".into(),
+        message: format!("{rule} at {t}"),
+        value: Some(t as f64),
+        time: Timestamp(T0 + t),
+        seen: Timestamp(T0 + t),
+        source,
+    }
+}
+
+const NOW: Timestamp = Timestamp(T0 + 50_000_000);
+
+pub async fn a_second_finding_for_the_same_patient_and_rule_joins_the_open_alert(s: &impl Store) {
+    use vigil_store::AlertSource::Hub;
+    let first = s
+        .raise_alert(signal("p1", "tachycardia", 1000, Hub), NOW)
+        .await
+        .expect("raise");
+    let opened = first.opened.expect("a new alert opens");
+    assert_eq!(opened.to, AlertStatus::Open);
+    assert_eq!(opened.from, None);
+    assert_eq!(first.alert.opened_at, Timestamp(T0 + 1000));
+    let mut later = signal("p1", "tachycardia", 5000, Hub);
+    later.severity = "critical".into();
+    let second = s.raise_alert(later, NOW).await.expect("join");
+    assert!(second.opened.is_none());
+    assert_eq!(second.alert.id, first.alert.id);
+    assert_eq!(second.alert.last_seen, Timestamp(T0 + 5000));
+    assert_eq!(second.alert.opened_at, Timestamp(T0 + 1000));
+    assert_eq!(second.alert.severity, "critical");
+    // Another rule or another patient is another alert.
+    let other_rule = s
+        .raise_alert(signal("p1", "fever", 5000, Hub), NOW)
+        .await
+        .expect("other rule");
+    let other_patient = s
+        .raise_alert(signal("p2", "tachycardia", 5000, Hub), NOW)
+        .await
+        .expect("other patient");
+    assert_ne!(other_rule.alert.id, first.alert.id);
+    assert_ne!(other_patient.alert.id, first.alert.id);
+    let open = s
+        .alerts(AlertFilter {
+            status: Some(AlertStatus::Open),
+            limit: 100,
+            ..AlertFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(open.len(), 3);
+    let p1 = s
+        .alerts(AlertFilter {
+            active: true,
+            patient: Some(pid("p1")),
+            limit: 100,
+            ..AlertFilter::default()
+        })
+        .await
+        .expect("list p1");
+    assert_eq!(p1.len(), 2);
+}
+
+pub async fn alert_lifecycle_is_recorded_as_append_only_transitions(s: &impl Store) {
+    use vigil_store::AlertSource::Hub;
+    let a = s
+        .raise_alert(signal("p1", "bradycardia", 0, Hub), NOW)
+        .await
+        .expect("raise")
+        .alert;
+    let (acked, t_ack) = s
+        .acknowledge_alert(a.id, "dr-who", Timestamp(T0 + 10), Some(Timestamp(T0 + 99)))
+        .await
+        .expect("ack");
+    assert_eq!(acked.status, AlertStatus::Acknowledged);
+    assert_eq!(acked.acknowledged_by.as_deref(), Some("dr-who"));
+    assert_eq!(acked.silence_until, Some(Timestamp(T0 + 99)));
+    assert_eq!(
+        (t_ack.from, t_ack.to, t_ack.actor.as_str()),
+        (Some(AlertStatus::Open), AlertStatus::Acknowledged, "dr-who")
+    );
+    // While acknowledged, a new finding still joins it.
+    let joined = s
+        .raise_alert(signal("p1", "bradycardia", 20, Hub), NOW)
+        .await
+        .expect("join");
+    assert_eq!(joined.alert.id, a.id);
+    assert!(joined.opened.is_none());
+    assert!(matches!(
+        s.escalate_alert(a.id, 1, Timestamp(T0 + 30)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let (resolved, t_res) = s
+        .resolve_alert(a.id, "dr-who", Timestamp(T0 + 40), Some("treated".into()))
+        .await
+        .expect("resolve");
+    assert_eq!(resolved.status, AlertStatus::Resolved);
+    assert_eq!(resolved.note.as_deref(), Some("treated"));
+    assert_eq!(t_res.note.as_deref(), Some("treated"));
+    assert!(matches!(
+        s.resolve_alert(a.id, "dr-who", Timestamp(T0 + 50), None)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.acknowledge_alert(a.id, "dr-who", Timestamp(T0 + 50), None)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.acknowledge_alert(9999, "dr-who", Timestamp(T0 + 50), None)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    // After resolution a later finding opens a new alert.
+    let b = s
+        .raise_alert(signal("p1", "bradycardia", 100, Hub), NOW)
+        .await
+        .expect("reopen");
+    assert_ne!(b.alert.id, a.id);
+    let (esc, t_esc) = s
+        .escalate_alert(b.alert.id, 1, Timestamp(T0 + 200))
+        .await
+        .expect("escalate");
+    assert_eq!(
+        (esc.status, esc.escalation_level),
+        (AlertStatus::Escalated, 1)
+    );
+    assert_eq!(t_esc.actor, "system");
+    let all = s.alert_transitions(0, 100).await.expect("all");
+    let ids: Vec<i64> = all.iter().map(|t| t.id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids grow: {ids:?}");
+    let kinds: Vec<AlertStatus> = all.iter().map(|t| t.to).collect();
+    assert_eq!(
+        kinds,
+        [
+            AlertStatus::Open,
+            AlertStatus::Acknowledged,
+            AlertStatus::Resolved,
+            AlertStatus::Open,
+            AlertStatus::Escalated
+        ]
+    );
+    assert_eq!(
+        s.latest_transition_id().await.expect("latest"),
+        *ids.last().expect("ids")
+    );
+    let since = s.alert_transitions(ids[2], 100).await.expect("since");
+    assert_eq!(since.len(), 2);
+    assert_eq!(since[0].alert_id, b.alert.id);
+    assert_eq!(s.transitions_of(a.id).await.expect("of a").len(), 3);
+}
+
+pub async fn an_edge_alert_synced_late_keeps_its_original_time(s: &impl Store) {
+    use vigil_store::AlertSource::{Edge, Hub};
+    // The hub saw the condition at +60 s; the gateway's own alert from +10 s arrives later.
+    let hub = s
+        .raise_alert(signal("p1", "spo2-desaturation", 60_000, Hub), NOW)
+        .await
+        .expect("hub");
+    let edge = s
+        .raise_alert(signal("p1", "spo2-desaturation", 10_000, Edge), NOW)
+        .await
+        .expect("edge");
+    assert!(edge.opened.is_none());
+    assert_eq!(edge.alert.id, hub.alert.id);
+    assert_eq!(edge.alert.opened_at, Timestamp(T0 + 10_000));
+    assert_eq!(edge.alert.source, vigil_store::AlertSource::Edge);
+    assert_eq!(edge.alert.last_seen, Timestamp(T0 + 60_000));
+    s.resolve_alert(hub.alert.id, "system", Timestamp(T0 + 120_000), None)
+        .await
+        .expect("resolve");
+    // An edge alert from inside the resolved span opens nothing.
+    let late = s
+        .raise_alert(signal("p1", "spo2-desaturation", 30_000, Edge), NOW)
+        .await
+        .expect("late edge");
+    assert!(late.opened.is_none());
+    assert_eq!(late.alert.id, hub.alert.id);
+    // An edge alert first (offline gateway) opens with the reading's time.
+    let first = s
+        .raise_alert(signal("p2", "fever", 5_000, Edge), NOW)
+        .await
+        .expect("edge first");
+    assert_eq!(first.alert.opened_at, Timestamp(T0 + 5_000));
+    assert_eq!(first.alert.created, NOW);
+    assert_eq!(first.opened.expect("opened").actor, "edge");
+}
+
+pub async fn care_teams_and_the_on_call_list_are_stored(s: &impl Store) {
+    enrol(s, "p1", "w1", None).await;
+    assert_eq!(
+        s.care_team(&pid("p1")).await.expect("empty"),
+        CareTeam::default()
+    );
+    let team = CareTeam {
+        primary: vec!["dr-a".into()],
+        backup: vec!["dr-b".into(), "dr-c".into()],
+        caregivers: vec!["daughter".into()],
+    };
+    s.set_care_team(&pid("p1"), team.clone())
+        .await
+        .expect("set");
+    assert_eq!(s.care_team(&pid("p1")).await.expect("get"), team);
+    let smaller = CareTeam {
+        primary: vec!["dr-z".into()],
+        ..CareTeam::default()
+    };
+    s.set_care_team(&pid("p1"), smaller.clone())
+        .await
+        .expect("replace");
+    assert_eq!(s.care_team(&pid("p1")).await.expect("get"), smaller);
+    assert!(matches!(
+        s.set_care_team(&pid("nobody"), team).await,
+        Err(StoreError::NotFound(_))
+    ));
+    s.set_on_call(vec!["night-1".into(), "night-2".into()])
+        .await
+        .expect("on call");
+    assert_eq!(s.on_call().await.expect("on call"), ["night-1", "night-2"]);
+}
+
+pub async fn notifications_are_retried_then_dead_lettered(s: &impl Store) {
+    let n = |target: &str| NewNotification {
+        alert_id: Some(1),
+        channel: "webhook".into(),
+        target: target.into(),
+        payload: serde_json::json!({"alert": 1}),
+    };
+    s.enqueue_notifications(vec![n("a"), n("b")], Timestamp(T0))
+        .await
+        .expect("enqueue");
+    assert!(
+        s.due_notifications(Timestamp(T0 - 1), 10)
+            .await
+            .expect("none due")
+            .is_empty()
+    );
+    let due = s.due_notifications(Timestamp(T0), 10).await.expect("due");
+    assert_eq!(due.len(), 2);
+    assert_eq!(due[0].payload, serde_json::json!({"alert": 1}));
+    s.notification_delivered(due[0].id)
+        .await
+        .expect("delivered");
+    s.notification_failed(due[1].id, "503", Some(Timestamp(T0 + 1000)))
+        .await
+        .expect("retry");
+    assert!(
+        s.due_notifications(Timestamp(T0 + 999), 10)
+            .await
+            .expect("not yet")
+            .is_empty()
+    );
+    let again = s
+        .due_notifications(Timestamp(T0 + 1000), 10)
+        .await
+        .expect("again");
+    assert_eq!((again.len(), again[0].attempts), (1, 1));
+    s.notification_failed(again[0].id, "503", None)
+        .await
+        .expect("dead");
+    let dead = s.notifications(Some("dead"), 10).await.expect("dead");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].attempts, dead[0].last_error.as_deref()),
+        (2, Some("503"))
+    );
+    assert_eq!(s.notifications(None, 10).await.expect("all").len(), 2);
+}
+
+pub async fn a_silenced_acknowledgement_reopens_when_its_silence_runs_out(s: &impl Store) {
+    use vigil_store::AlertSource::Hub;
+    assert_eq!(s.latest_transition_id().await.expect("none yet"), 0);
+    let a = s
+        .raise_alert(signal("p1", "fever", 0, Hub), NOW)
+        .await
+        .expect("raise")
+        .alert;
+    assert!(matches!(
+        s.reopen_alert(a.id, Timestamp(T0 + 5)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    s.escalate_alert(a.id, 2, Timestamp(T0 + 5))
+        .await
+        .expect("escalate");
+    s.acknowledge_alert(a.id, "dr-a", Timestamp(T0 + 10), Some(Timestamp(T0 + 20)))
+        .await
+        .expect("ack");
+    let (re, t) = s
+        .reopen_alert(a.id, Timestamp(T0 + 20))
+        .await
+        .expect("reopen");
+    assert_eq!(re.status, AlertStatus::Open);
+    assert_eq!(re.escalation_level, 0);
+    assert_eq!(re.escalated_at, Some(Timestamp(T0 + 20)));
+    assert_eq!(re.silence_until, None);
+    assert_eq!(
+        (t.from, t.to, t.actor.as_str()),
+        (Some(AlertStatus::Acknowledged), AlertStatus::Open, "system")
+    );
 }

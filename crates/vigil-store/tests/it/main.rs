@@ -39,5 +39,11 @@ mod sqlite_backend {
         gateway_and_api_tokens_are_looked_up_by_hash_and_revocable,
         separate_epochs_of_one_gateway_have_separate_cursors,
         an_observation_delivered_twice_is_one_reading_in_queries_and_after_compaction,
+        a_second_finding_for_the_same_patient_and_rule_joins_the_open_alert,
+        alert_lifecycle_is_recorded_as_append_only_transitions,
+        an_edge_alert_synced_late_keeps_its_original_time,
+        care_teams_and_the_on_call_list_are_stored,
+        notifications_are_retried_then_dead_lettered,
+        a_silenced_acknowledgement_reopens_when_its_silence_runs_out,
     );
 }
