@@ -10,11 +10,11 @@ use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 use vigil_model::{Record, Timestamp};
-use vigil_outbox::{Outbox, OutboxError};
+use vigil_outbox::OutboxError;
 
 #[derive(Clone, Debug)]
 pub struct SourceState {
-    pub outbox: Outbox,
+    pub outbox: crate::edge::Intake,
     pub status: Arc<SyncState>,
     pub id: String,
     pub adapters: Arc<crate::adapters::AdapterState>,
@@ -107,6 +107,7 @@ async fn health(State(st): State<SourceState>) -> Response {
         },
         "hub": st.status.snapshot(),
         "adapters": st.adapters.snapshot(),
+        "edge": st.outbox.edge_status(),
     }))
     .into_response()
 }

@@ -14,10 +14,12 @@
 //! policy, and never acknowledges a source before the commit.
 
 pub mod adapters;
+pub mod edge;
 mod http;
 mod sync;
 
 pub use adapters::{AdaptersStatus, MllpConfig, MllpStatus, MqttConfig, MqttStatus};
+pub use edge::{AlarmAction, EdgeConfig, EdgeError, EdgeStatus, Intake};
 pub use http::router as source_router;
 pub use sync::{SyncState, SyncStatus};
 
@@ -56,6 +58,8 @@ pub struct GatewayConfig {
     pub mqtt: Option<MqttConfig>,
     /// Bluetooth LE health devices (needs a build with the `ble` feature); absent disables.
     pub ble: Option<BleSettings>,
+    /// Edge rules: critical alarms raised locally, with or without the hub; absent disables.
+    pub edge: Option<EdgeConfig>,
 }
 
 /// Settings of the Bluetooth adapter (`[gateway.ble]`).
@@ -82,6 +86,7 @@ impl Default for GatewayConfig {
             mllp: None,
             mqtt: None,
             ble: None,
+            edge: None,
         }
     }
 }
@@ -99,12 +104,15 @@ pub enum GatewayError {
     Config(String),
     #[error(transparent)]
     Quarantine(#[from] adapters::QuarantineError),
+    #[error(transparent)]
+    Edge(#[from] EdgeError),
 }
 
 /// A running gateway.
 #[derive(Debug)]
 pub struct Gateway {
-    outbox: Outbox,
+    outbox: Intake,
+    edge: Option<edge::EdgeTask>,
     status: Arc<SyncState>,
     stop: watch::Sender<bool>,
     sync: Option<JoinHandle<()>>,
@@ -133,6 +141,18 @@ impl Gateway {
         let outbox = tokio::task::spawn_blocking(move || Outbox::open(ocfg))
             .await
             .map_err(|e| GatewayError::Config(e.to_string()))??;
+        // Every source appends through the intake, so the edge rules see every record.
+        let (intake, edge_task) = match &cfg.edge {
+            None => (Intake::plain(outbox.clone()), None),
+            Some(e) => match edge::start(e, &cfg.id, outbox.clone()) {
+                Ok((i, t)) => (i, Some(t)),
+                Err(err) => {
+                    let ob = outbox.clone();
+                    let _ = tokio::task::spawn_blocking(move || ob.close()).await;
+                    return Err(err.into());
+                }
+            },
+        };
         let status = Arc::new(SyncState::default());
         let (stop, stop_rx) = watch::channel(false);
         // Device adapters stop before the sync task drains: their own stop signal.
@@ -141,7 +161,7 @@ impl Gateway {
         let mut adapter_tasks = Vec::new();
         let started = start_adapters(
             &cfg,
-            &outbox,
+            &intake,
             &mut adapter_state,
             &mut adapter_tasks,
             &adapters_rx,
@@ -153,6 +173,9 @@ impl Gateway {
                 let _ = adapters_stop.send(true);
                 for h in adapter_tasks {
                     let _ = h.await;
+                }
+                if let Some(t) = edge_task {
+                    t.shutdown().await;
                 }
                 let ob = outbox.clone();
                 let _ = tokio::task::spawn_blocking(move || ob.close()).await;
@@ -178,7 +201,7 @@ impl Gateway {
                 };
                 let local = listener.local_addr().ok();
                 let app = http::router(http::SourceState {
-                    outbox: outbox.clone(),
+                    outbox: intake.clone(),
                     status: status.clone(),
                     id: cfg.id.clone(),
                     adapters: adapter_state.clone(),
@@ -199,7 +222,8 @@ impl Gateway {
             }
         };
         Ok(Self {
-            outbox,
+            outbox: intake,
+            edge: edge_task,
             status,
             stop,
             sync: Some(sync),
@@ -212,9 +236,15 @@ impl Gateway {
         })
     }
 
-    /// The outbox, for in-process sources.
-    pub fn outbox(&self) -> &Outbox {
+    /// Where in-process sources append records: the outbox (it dereferences to the
+    /// [`Outbox`]), with the edge rules run on every committed record.
+    pub fn outbox(&self) -> &Intake {
         &self.outbox
+    }
+
+    /// Counters of the edge rules, when enabled (also on `/health` under `edge`).
+    pub fn edge(&self) -> Option<EdgeStatus> {
+        self.outbox.edge_status()
     }
 
     /// The bound address of the local source endpoint.
@@ -248,6 +278,10 @@ impl Gateway {
             let _ = self.stop.send(true);
             let _ = h.await;
         }
+        // Every source has stopped: raise and record the alarms already found.
+        if let Some(t) = self.edge.take() {
+            t.shutdown().await;
+        }
         let deadline = tokio::time::Instant::now() + drain;
         while tokio::time::Instant::now() < deadline {
             let s = self.outbox.stats();
@@ -268,7 +302,7 @@ impl Gateway {
 /// Starts the configured device adapters; the MLLP listener's bound address.
 async fn start_adapters(
     cfg: &GatewayConfig,
-    outbox: &Outbox,
+    outbox: &Intake,
     state: &mut adapters::AdapterState,
     tasks: &mut Vec<JoinHandle<()>>,
     stop: &watch::Receiver<bool>,

@@ -54,6 +54,12 @@ pub struct GatewayArgs {
     /// Take readings from Bluetooth LE health devices (builds with `--features ble`).
     #[arg(long)]
     pub ble: bool,
+    /// Run the critical rules at the gateway and raise local alarms here, with or without the
+    /// hub (enables `gateway.edge`; repeat for several; replaces `gateway.edge.actions`):
+    /// `console`, `mqtt://host:port/topic` (`{device}` in the topic is the device id),
+    /// `http://host:port/path` (a JSON POST).
+    #[arg(long = "edge-alarm", value_name = "ACTION")]
+    pub edge_alarm: Vec<vigil_gateway::AlarmAction>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +153,9 @@ pub async fn gateway(args: GatewayArgs, file: Option<&Path>) -> anyhow::Result<(
     if args.ble {
         g.ble.get_or_insert_with(Default::default);
     }
+    if !args.edge_alarm.is_empty() {
+        g.edge.get_or_insert_with(Default::default).actions = args.edge_alarm;
+    }
     if let Some(id) = args.mqtt_client_id {
         g.mqtt.get_or_insert_with(Default::default).client_id = id;
     }
@@ -163,6 +172,9 @@ pub async fn gateway(args: GatewayArgs, file: Option<&Path>) -> anyhow::Result<(
         *q = cfg.data_dir.join(&*q);
     }
     cfg.validate().map_err(|e| InputError(format!("{e:#}")))?;
+    if let Some(e) = &cfg.gateway.edge {
+        e.validate().map_err(|e| InputError(e.to_string()))?;
+    }
     if cfg.gateway.token.is_empty() {
         return Err(InputError(
             "no gateway token: give --token-file or set VIGIL_GATEWAY__TOKEN".into(),

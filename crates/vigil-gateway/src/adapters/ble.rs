@@ -6,7 +6,7 @@
 
 use super::Quarantine;
 use vigil_ble::live::{LiveConfig, Sink, SinkError, SinkItem};
-use vigil_outbox::{Outbox, OutboxError};
+use vigil_outbox::OutboxError;
 
 /// Settings of the Bluetooth adapter (`[gateway.ble]`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -24,7 +24,7 @@ impl Default for BleConfig {
 }
 
 struct OutboxSink {
-    outbox: Outbox,
+    outbox: crate::edge::Intake,
     quarantine: Quarantine,
 }
 
@@ -52,7 +52,7 @@ impl Sink for OutboxSink {
 /// Starts the radio driver; it runs until the gateway stops or the stack fails.
 pub(crate) fn start(
     cfg: BleConfig,
-    outbox: Outbox,
+    outbox: crate::edge::Intake,
     quarantine: Quarantine,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {

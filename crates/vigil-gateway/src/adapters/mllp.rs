@@ -30,7 +30,7 @@ use vigil_devices::hl7::{AckCode, Hl7Error, ack_at, parse_oru_with};
 use vigil_devices::mllp::{MllpDecoder, MllpError, frame};
 use vigil_devices::{DecodeContext, Decoded};
 use vigil_model::{DeviceId, Record, Timestamp};
-use vigil_outbox::{Outbox, OutboxError};
+use vigil_outbox::OutboxError;
 
 /// Settings of the MLLP listener (`[gateway.mllp]`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -111,7 +111,7 @@ impl MllpCounters {
 /// Binds the listener and starts serving. Returns the task and the bound address.
 pub(crate) async fn start(
     cfg: MllpConfig,
-    outbox: Outbox,
+    outbox: crate::edge::Intake,
     state: &mut AdapterState,
     stop: watch::Receiver<bool>,
 ) -> Result<(JoinHandle<()>, SocketAddr), std::io::Error> {
@@ -128,7 +128,7 @@ pub(crate) async fn start(
 async fn serve(
     listener: TcpListener,
     cfg: MllpConfig,
-    outbox: Outbox,
+    outbox: crate::edge::Intake,
     counters: Arc<MllpCounters>,
     stop: watch::Receiver<bool>,
 ) {
@@ -184,7 +184,7 @@ async fn serve(
 
 struct Connection {
     cfg: Arc<MllpConfig>,
-    outbox: Outbox,
+    outbox: crate::edge::Intake,
     counters: Arc<MllpCounters>,
     peer: SocketAddr,
 }

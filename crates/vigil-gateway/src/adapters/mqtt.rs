@@ -52,7 +52,6 @@ use tokio::task::JoinHandle;
 use vigil_devices::templates::TemplateStore;
 use vigil_devices::{DecodeContext, decoder_for};
 use vigil_model::{DeviceId, Record, Timestamp};
-use vigil_outbox::Outbox;
 
 /// Settings of the MQTT device ingress (`[gateway.mqtt]`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -238,7 +237,7 @@ impl MqttCounters {
 pub(crate) fn start(
     cfg: MqttConfig,
     gateway_id: &str,
-    outbox: Outbox,
+    outbox: crate::edge::Intake,
     quarantine: Quarantine,
     state: &mut AdapterState,
     stop: watch::Receiver<bool>,
@@ -286,7 +285,7 @@ struct Ingest {
     cfg: MqttConfig,
     templates: Templates,
     filter: String,
-    outbox: Outbox,
+    outbox: crate::edge::Intake,
     quarantine: Quarantine,
     counters: Arc<MqttCounters>,
 }

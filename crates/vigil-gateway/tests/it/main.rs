@@ -1,6 +1,7 @@
 //! Integration tests of the gateway's device adapters, over real sockets (MLLP) and the real
 //! Mosquitto broker at 127.0.0.1:1883 (MQTT; the tests fail, never skip, when it is down).
 
+mod edge;
 mod mllp;
 mod mqtt;
 

@@ -1,8 +1,10 @@
 //! End-to-end tests: real `vigil` processes, real HTTP on loopback, real files.
 
+mod alerts;
 mod bad_input;
 mod cli;
 mod demo;
+mod edge;
 mod harness;
 mod mqtt_crash;
 mod sync;
