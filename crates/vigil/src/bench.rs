@@ -38,6 +38,19 @@ pub struct BenchArgs {
 
 #[derive(Debug, Subcommand)]
 enum Stage {
+    /// Alert latency: from sending a critical reading to the hub until its alert arrives on
+    /// the live event stream, under a background load of ordinary readings.
+    Alerts {
+        /// Background readings per second (heart rate and SpO2 from wearables).
+        #[arg(long, default_value_t = 10_000)]
+        background_rate: u64,
+        /// Critical readings to time (each for its own patient, so each opens an alert).
+        #[arg(long, default_value_t = 200)]
+        probes: usize,
+        /// Gap between probes, milliseconds.
+        #[arg(long, default_value_t = 50)]
+        probe_every_ms: u64,
+    },
     /// Fill an outbox and report its accept rate and peak memory (used by `vigil bench`).
     #[command(hide = true)]
     Outbox {
@@ -226,15 +239,24 @@ async fn stored(client: &reqwest::Client, hub: &str) -> anyhow::Result<(u64, u64
 }
 
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
-    if let Some(Stage::Outbox {
-        path,
-        readings,
-        patients,
-        sources,
-        batch,
-    }) = a.stage
-    {
-        return outbox_stage(path, readings, patients, sources, batch).await;
+    match a.stage {
+        Some(Stage::Outbox {
+            path,
+            readings,
+            patients,
+            sources,
+            batch,
+        }) => {
+            return outbox_stage(path, readings, patients, sources, batch).await;
+        }
+        Some(Stage::Alerts {
+            background_rate,
+            probes,
+            probe_every_ms,
+        }) => {
+            return alerts_stage(a.dir.as_deref(), background_rate, probes, probe_every_ms).await;
+        }
+        None => {}
     }
     let tmp = tempfile_dir(a.dir.as_deref())?;
     let dir = tmp.path().to_owned();
@@ -448,4 +470,287 @@ fn tempfile_dir(dir: Option<&Path>) -> anyhow::Result<WorkDir> {
         }
         None => WorkDir::Temp(tempfile::tempdir()?),
     })
+}
+
+/// Sends records to the hub as a gateway would: one batch, in sequence.
+struct Sender {
+    client: reqwest::Client,
+    url: String,
+    token: String,
+    epoch: u64,
+    seq: u64,
+}
+
+impl Sender {
+    async fn send(&mut self, records: &[Record]) -> anyhow::Result<()> {
+        let after = self.seq;
+        let wire = records
+            .iter()
+            .map(|r| {
+                self.seq += 1;
+                Ok(vigil_sync::WireRecord {
+                    seq: self.seq,
+                    payload: postcard::to_stdvec(r)?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let body = vigil_sync::Batch {
+            version: vigil_sync::VERSION,
+            epoch: self.epoch,
+            after,
+            records: wire,
+        }
+        .encode();
+        let r = self
+            .client
+            .post(&self.url)
+            .bearer_auth(&self.token)
+            .header("content-type", vigil_sync::CONTENT_TYPE)
+            .body(body)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("hub answered {}", r.status());
+        }
+        Ok(())
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn alerts_stage(
+    dir: Option<&Path>,
+    background_rate: u64,
+    probes: usize,
+    probe_every_ms: u64,
+) -> anyhow::Result<()> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use vigil_model::{
+        Assignment, Device, DeviceId, DeviceKind, Metric, Patient, PatientId, Reading, Source,
+    };
+
+    let tmp = tempfile_dir(dir)?;
+    let hub_dir = tmp.path().join("hub");
+    let exe = std::env::current_exe()?;
+    let wearables = (background_rate / 2).max(1) as usize;
+    let run_secs = 5 + (probes as u64 * probe_every_ms).div_ceil(1000) + 5;
+    let mut bg = LoadSpec::new(wearables, background_rate, Duration::from_secs(run_secs));
+    bg.start = Timestamp::now();
+    let mut bg = bg.generator()?;
+    let (admin, bg_token, probe_token) = {
+        let store = vigil_store::sqlite::SqliteStore::open(hub_dir.join("hub.db"))?;
+        let admin = vigil_hub::auth::new_token(vigil_hub::auth::API_PREFIX);
+        let now = Timestamp::now();
+        store
+            .create_api_token(
+                &vigil_hub::auth::hash_token(&admin),
+                vigil_store::ApiToken {
+                    name: "bench".into(),
+                    role: "admin".into(),
+                    created: now,
+                    expires: None,
+                    revoked: false,
+                },
+            )
+            .await?;
+        let bg_token = vigil_hub::auth::new_token(vigil_hub::auth::GATEWAY_PREFIX);
+        store
+            .create_gateway("bench-background", &vigil_hub::auth::hash_token(&bg_token))
+            .await?;
+        let probe_token = vigil_hub::auth::new_token(vigil_hub::auth::GATEWAY_PREFIX);
+        store
+            .create_gateway("bench-probe", &vigil_hub::auth::hash_token(&probe_token))
+            .await?;
+        for p in bg.patients() {
+            store.upsert_patient(p.clone()).await?;
+        }
+        for d in bg.devices() {
+            store.upsert_device(d.clone()).await?;
+        }
+        for x in bg.assignments() {
+            store
+                .assign(Assignment {
+                    from: Timestamp(0),
+                    ..x.clone()
+                })
+                .await?;
+        }
+        for i in 0..probes {
+            let pid = PatientId::new(format!("ap-{i:04}"))?;
+            let did = DeviceId::new(format!("ap-{i:04}-glu"))?;
+            store
+                .upsert_patient(Patient {
+                    id: pid.clone(),
+                    name: None,
+                    birth_date: None,
+                })
+                .await?;
+            store
+                .upsert_device(Device {
+                    id: did.clone(),
+                    kind: DeviceKind::GlucoseMeter,
+                    serial: None,
+                    mac: None,
+                    eui64: None,
+                    manufacturer: None,
+                    model: None,
+                    gateway: None,
+                })
+                .await?;
+            store
+                .assign(Assignment {
+                    device: did,
+                    patient: pid,
+                    from: Timestamp(0),
+                    to: None,
+                })
+                .await?;
+        }
+        (admin, bg_token, probe_token)
+    };
+    let (mut hub, hub_url) = spawn_announcing(
+        tokio::process::Command::new(&exe)
+            .args([
+                "--log",
+                "warn",
+                "hub",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(&hub_dir)
+            .env("VIGIL_HUB__ESCALATE_AFTER_S", "0")
+            .env("VIGIL_HUB__COMPACT_EVERY_S", "0"),
+        "hub listening on ",
+    )
+    .await?;
+    let client = reqwest::Client::new();
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let got: Arc<Mutex<Vec<f64>>> = Arc::default();
+
+    // The live stream, as a dashboard reads it.
+    let mut stream = client
+        .get(format!("{hub_url}/api/v1/alerts/stream"))
+        .bearer_auth(&admin)
+        .send()
+        .await?;
+    if !stream.status().is_success() {
+        bail!("alert stream answered {}", stream.status());
+    }
+    let reader = {
+        let (sent, got) = (sent.clone(), got.clone());
+        tokio::spawn(async move {
+            let mut buf = String::new();
+            while let Ok(Some(chunk)) = stream.chunk().await {
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buf.find("\n\n") {
+                    let event: String = buf.drain(..end + 2).collect();
+                    let at = Instant::now();
+                    for line in event.lines() {
+                        let Some(data) = line.strip_prefix("data:") else {
+                            continue;
+                        };
+                        let Ok(v) = serde_json::from_str::<serde_json::Value>(data.trim()) else {
+                            continue;
+                        };
+                        if v["to"] != "open" {
+                            continue;
+                        }
+                        let patient = v["patient"].as_str().unwrap_or_default().to_owned();
+                        let start = sent.lock().ok().and_then(|m| m.get(&patient).copied());
+                        if let (Some(start), Ok(mut g)) = (start, got.lock()) {
+                            g.push(at.duration_since(start).as_secs_f64() * 1000.0);
+                        }
+                    }
+                }
+            }
+        })
+    };
+
+    // Background load, paced in 100 ms slices.
+    let background = {
+        let mut s = Sender {
+            client: client.clone(),
+            url: format!("{hub_url}/api/v1/ingest"),
+            token: bg_token,
+            epoch: 1,
+            seq: 0,
+        };
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            let mut out = Vec::new();
+            let mut n = 0u64;
+            while bg.remaining() > 0 {
+                tick.tick().await;
+                out.clear();
+                bg.advance(Timestamp::now(), &mut out);
+                if !out.is_empty() {
+                    s.send(&out).await?;
+                    n += out.len() as u64;
+                }
+            }
+            Ok::<u64, anyhow::Error>(n)
+        })
+    };
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let glucose: Metric = "2339-0".parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut probe = Sender {
+        client: client.clone(),
+        url: format!("{hub_url}/api/v1/ingest"),
+        token: probe_token,
+        epoch: 2,
+        seq: 0,
+    };
+    let t0 = Instant::now();
+    for i in 0..probes {
+        let mut r = Reading::quantity(
+            DeviceId::new(format!("ap-{i:04}-glu"))?,
+            glucose,
+            45.0,
+            Timestamp::now(),
+        );
+        r.source = Source::Simulator;
+        if let Ok(mut m) = sent.lock() {
+            m.insert(format!("ap-{i:04}"), Instant::now());
+        }
+        probe.send(&[Record::Reading(r)]).await?;
+        tokio::time::sleep(Duration::from_millis(probe_every_ms)).await;
+    }
+    let probe_secs = t0.elapsed().as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.lock().map(|g| g.len()).unwrap_or(0) < probes && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let background_sent = background.await??;
+    reader.abort();
+    let hub_rss = hub.id().map_or(0, peak_rss_kib);
+    let _ = hub.kill().await;
+    let mut lat = got.lock().map(|g| g.clone()).unwrap_or_default();
+    lat.sort_by(f64::total_cmp);
+    let report = json!({
+        "background_readings_per_s": background_rate,
+        "background_readings_sent": background_sent,
+        "probes": probes,
+        "probe_window_s": probe_secs,
+        "alerts_received": lat.len(),
+        "latency_ms": {
+            "p50": percentile(&lat, 0.50),
+            "p99": percentile(&lat, 0.99),
+            "max": lat.last().copied().unwrap_or(f64::NAN),
+        },
+        "hub_peak_rss_mib": hub_rss as f64 / 1024.0,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if lat.len() < probes {
+        bail!("only {} of {probes} alerts reached the stream", lat.len());
+    }
+    Ok(())
 }
