@@ -231,6 +231,21 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_configuration_example_loads_and_validates() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("```toml\n").expect("a toml block in the README") + 8;
+        let len = readme[start..].find("```").expect("end of the block");
+        let d = tempfile::tempdir().expect("dir");
+        let f = d.path().join("vigil.toml");
+        std::fs::write(&f, &readme[start..start + len]).expect("write");
+        let cfg = Config::load(Some(&f), []).expect("the README example loads");
+        cfg.validate().expect("and validates");
+        assert_eq!(cfg.hub.settings.escalate_after_s, 900);
+        assert_eq!(cfg.hub.settings.webhooks.len(), 1);
+        assert_eq!(cfg.gateway.batch_max_records, 10_000);
+    }
+
+    #[test]
     fn unknown_settings_and_bad_values_are_errors() {
         let d = tempfile::tempdir().expect("dir");
         let f = d.path().join("vigil.toml");
