@@ -1,6 +1,7 @@
 //! Alert routes: list, acknowledge, resolve, the live stream of transitions (Server-Sent
 //! Events), care teams, the on-call list and the notification queue.
 
+use crate::alerts::{RuleSettings, SettingsError};
 use crate::auth::User;
 use crate::routes::{ApiJson, ApiQuery, patient_id};
 use crate::{ApiError, AppState};
@@ -36,6 +37,10 @@ pub(crate) fn routes() -> Router<AppState> {
             get(get_care_team).put(put_care_team),
         )
         .route("/api/v1/patients/{id}/assessments", post(assess))
+        .route(
+            "/api/v1/patients/{id}/rule-settings",
+            get(get_rule_settings).put(put_rule_settings),
+        )
         .route("/api/v1/on-call", get(get_on_call).put(put_on_call))
         .route("/api/v1/notifications", get(list_notifications))
         .route("/api/v1/notifications/dead", get(dead_notifications))
@@ -361,6 +366,63 @@ async fn put_care_team(
     }
     st.store.set_care_team(&id, team.clone()).await?;
     Ok(Json(json!({ "patient": id, "care_team": team })))
+}
+
+fn require_settings_role(u: &User) -> Result<(), ApiError> {
+    match u.role.as_str() {
+        "admin" | "clinician" => Ok(()),
+        _ => Err(ApiError::Forbidden),
+    }
+}
+
+async fn get_rule_settings(
+    State(st): State<AppState>,
+    u: User,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_settings_role(&u)?;
+    let id = patient_id(&id)?;
+    if st.store.patient(&id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("patient {id}")));
+    }
+    let (settings, effective) = st.alerts.settings(st.store.as_ref(), &id).await?;
+    Ok(Json(json!({
+        "patient": id,
+        "spo2_scale": settings.spo2_scale.unwrap_or(1),
+        "thresholds": settings.thresholds,
+        "baseline": settings.baseline.unwrap_or_default(),
+        "effective_thresholds": effective,
+    })))
+}
+
+async fn put_rule_settings(
+    State(st): State<AppState>,
+    u: User,
+    Path(id): Path<String>,
+    ApiJson(settings): ApiJson<RuleSettings>,
+) -> Result<Json<Value>, ApiError> {
+    require_settings_role(&u)?;
+    let id = patient_id(&id)?;
+    match st
+        .alerts
+        .set_settings(st.store.as_ref(), &id, &settings)
+        .await
+    {
+        Ok(()) => {}
+        Err(SettingsError::Rules(e)) => {
+            return Err(ApiError::bad("invalid_rule_settings", e.to_string()));
+        }
+        Err(SettingsError::Store(e)) => return Err(e.into()),
+    }
+    tracing::info!(actor = %u.name, "rule settings changed");
+    let (settings, effective) = st.alerts.settings(st.store.as_ref(), &id).await?;
+    Ok(Json(json!({
+        "patient": id,
+        "spo2_scale": settings.spo2_scale.unwrap_or(1),
+        "thresholds": settings.thresholds,
+        "baseline": settings.baseline.unwrap_or_default(),
+        "effective_thresholds": effective,
+    })))
 }
 
 #[derive(Debug, Deserialize, serde::Serialize)]

@@ -10,9 +10,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, mpsc};
-use vigil_model::{EventKind, Metric, PatientId, Timestamp};
+use vigil_model::{DeviceId, DeviceKind, EventKind, Metric, PatientId, Timestamp};
+use vigil_rules::baseline;
 use vigil_rules::engine::NEWS2_RULE_ID;
-use vigil_rules::{Assessment, Engine, Finding, PatientState, Sample, Severity};
+use vigil_rules::{
+    Assessment, Engine, Finding, News2Settings, PatientConfig, PatientState, RulesError, Sample,
+    Severity, Spo2Scale, ThresholdOverrides, Thresholds,
+};
 use vigil_store::{
     Accepted, Alert, AlertFilter, AlertSignal, AlertSource, AlertStatus, AlertTransition,
     NewNotification, Store, StoreError,
@@ -20,9 +24,88 @@ use vigil_store::{
 
 type Key = (PatientId, String);
 
+/// Rule id of the alert raised when a patient's device sends nothing for too long.
+pub const STALE_DATA_RULE_ID: &str = "stale-data";
+/// Rule id of the alert raised by a low battery event.
+pub const LOW_BATTERY_RULE_ID: &str = "low-battery";
+
+/// The built-in expected interval between data of a device kind, in seconds: continuous
+/// wearables and monitors stream at about 1 Hz and are expected every 60 s; spot devices
+/// per their usual schedule. `None`: not tracked.
+pub fn default_cadence_s(kind: DeviceKind) -> Option<u64> {
+    match kind {
+        DeviceKind::Wearable | DeviceKind::PulseOximeter | DeviceKind::BedsideMonitor => Some(60),
+        DeviceKind::BloodPressureMonitor | DeviceKind::Thermometer => Some(12 * 3600),
+        DeviceKind::WeightScale => Some(24 * 3600),
+        DeviceKind::GlucoseMeter => Some(8 * 3600),
+        _ => None,
+    }
+}
+
+/// The expected interval of `kind` under `config` (its `cadence_s` over the built-in table).
+pub fn cadence_s(config: &HubConfig, kind: DeviceKind) -> Option<u64> {
+    let name = serde_json::to_value(kind).ok();
+    let configured = name
+        .as_ref()
+        .and_then(|v| v.as_str())
+        .and_then(|n| config.cadence_s.get(n).copied());
+    configured
+        .or_else(|| default_cadence_s(kind))
+        .filter(|c| *c > 0)
+}
+
+/// The stale limit of `kind` in milliseconds, if tracked.
+fn stale_limit_ms(config: &HubConfig, kind: DeviceKind) -> Option<i64> {
+    let c = cadence_s(config, kind)?;
+    let ms = c
+        .saturating_mul(u64::from(config.stale_factor))
+        .saturating_mul(1000);
+    (config.stale_factor > 0).then(|| i64::try_from(ms).unwrap_or(i64::MAX))
+}
+
+/// What a clinician sets for one patient's rules: the NEWS2 SpO2 scale and threshold
+/// overrides. Stored as this JSON document (see `Store::set_rule_settings`).
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuleSettings {
+    /// NEWS2 SpO2 scale, 1 (default) or 2.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spo2_scale: Option<u8>,
+    pub thresholds: ThresholdOverrides,
+    /// Personal-baseline settings; none keeps the defaults.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<vigil_rules::BaselineSettings>,
+}
+
+impl RuleSettings {
+    /// The patient's engine: guideline defaults with these settings, validated.
+    pub fn engine(&self) -> Result<Engine, RulesError> {
+        let scale = self
+            .spo2_scale
+            .map_or(Ok(Spo2Scale::Scale1), Spo2Scale::try_from)?;
+        Engine::new(
+            &Thresholds::default(),
+            &PatientConfig {
+                news2: News2Settings {
+                    scale,
+                    ..News2Settings::default()
+                },
+                thresholds: self.thresholds.clone(),
+            },
+        )?
+        .with_baseline(self.baseline.unwrap_or_default())
+    }
+}
+
 /// The hub's alerting state.
 pub struct Alerting {
     engine: Engine,
+    /// Engines of patients with their own settings; others use `engine`.
+    engines: Mutex<HashMap<PatientId, Engine>>,
+    /// Hub receive time of the latest record per (patient, device).
+    seen: Mutex<HashMap<(PatientId, DeviceId), Timestamp>>,
+    /// Device kinds, refreshed by each stale-data pass.
+    kinds: Mutex<HashMap<DeviceId, DeviceKind>>,
     states: Mutex<HashMap<PatientId, PatientState>>,
     /// Active alerts by (patient, rule): (alert id, device time of the latest finding).
     active: Mutex<HashMap<Key, (i64, Timestamp)>>,
@@ -48,6 +131,9 @@ impl Default for Alerting {
             worker: Mutex::new(Some(worker)),
             pending: AtomicU64::new(0),
             engine: Engine::default(),
+            engines: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
+            kinds: Mutex::new(HashMap::new()),
             states: Mutex::new(HashMap::new()),
             active: Mutex::new(HashMap::new()),
             loaded: tokio::sync::OnceCell::new(),
@@ -62,6 +148,8 @@ struct Plan {
     signals: Vec<AlertSignal>,
     /// Latest device time each (patient, rule) was evaluated without a finding.
     clear: HashMap<Key, Timestamp>,
+    /// Alerts to resolve at once (the condition is gone), with the time it went.
+    resolve: HashMap<Key, Timestamp>,
 }
 
 impl Plan {
@@ -113,11 +201,8 @@ impl Alerting {
     /// Queues a committed batch's accepted records for evaluation by the worker (see
     /// [`Alerting::run`]), so rules never delay the gateway's acknowledgement.
     pub fn submit(&self, accepted: Vec<Accepted>) {
-        let relevant = accepted.iter().any(|a| match a {
-            Accepted::Reading(..) => true,
-            Accepted::Event(_, e) => matches!(e.kind, EventKind::Alert { .. }),
-        });
-        if relevant {
+        // Every accepted record counts: it shows its device is sending (stale-data).
+        if !accepted.is_empty() {
             self.pending.fetch_add(1, Ordering::SeqCst);
             if self.work.send(accepted).is_err() {
                 self.pending.fetch_sub(1, Ordering::SeqCst);
@@ -174,9 +259,26 @@ impl Alerting {
                         ..AlertFilter::default()
                     })
                     .await?;
-                let mut active = lock(&self.active);
-                for a in list {
-                    active.insert((a.patient, a.rule_id), (a.id, a.last_seen));
+                {
+                    let mut active = lock(&self.active);
+                    for a in list {
+                        active.insert((a.patient, a.rule_id), (a.id, a.last_seen));
+                    }
+                }
+                let settings = store.all_rule_settings().await?;
+                let mut engines = lock(&self.engines);
+                for (p, v) in settings {
+                    match serde_json::from_value::<RuleSettings>(v)
+                        .map_err(|e| e.to_string())
+                        .and_then(|s| s.engine().map_err(|e| e.to_string()))
+                    {
+                        Ok(engine) => {
+                            engines.insert(p, engine);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "stored rule settings ignored: invalid");
+                        }
+                    }
                 }
                 Ok(())
             })
@@ -184,9 +286,47 @@ impl Alerting {
             .map(|_| ())
     }
 
-    fn plan(&self, accepted: &[Accepted]) -> Plan {
+    /// Validates and stores a patient's rule settings and applies them to new readings.
+    pub async fn set_settings(
+        &self,
+        store: &dyn Store,
+        patient: &PatientId,
+        settings: &RuleSettings,
+    ) -> Result<(), SettingsError> {
+        let engine = settings.engine()?;
+        self.ensure_loaded(store).await?;
+        let value =
+            serde_json::to_value(settings).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        store
+            .set_rule_settings(patient, value, Timestamp::now())
+            .await?;
+        lock(&self.engines).insert(patient.clone(), engine);
+        Ok(())
+    }
+
+    /// A patient's rule settings (defaults when none were set) and the thresholds in effect.
+    pub async fn settings(
+        &self,
+        store: &dyn Store,
+        patient: &PatientId,
+    ) -> Result<(RuleSettings, Thresholds), StoreError> {
+        let settings = match store.rule_settings(patient).await? {
+            Some(v) => serde_json::from_value(v)
+                .map_err(|_| StoreError::Corrupt("rule settings".into()))?,
+            None => RuleSettings::default(),
+        };
+        let effective = settings
+            .engine()
+            .map(|e| e.thresholds().clone())
+            .unwrap_or_default();
+        Ok((settings, effective))
+    }
+
+    fn plan(&self, config: &HubConfig, accepted: &[Accepted], now: Timestamp) -> Plan {
         let mut plan = Plan::default();
+        self.track_arrivals(config, accepted, now, &mut plan);
         let mut states = lock(&self.states);
+        let engines = lock(&self.engines);
         for acc in accepted {
             match acc {
                 Accepted::Reading(p, r) => {
@@ -198,10 +338,10 @@ impl Alerting {
                     if metrics.is_empty() {
                         continue;
                     }
+                    let engine = engines.get(p).unwrap_or(&self.engine);
                     let state = states.entry(p.clone()).or_default();
-                    let findings = self.engine.on_reading(state, r);
-                    let mut evaluated: Vec<&str> = self
-                        .engine
+                    let findings = engine.on_reading(state, r);
+                    let mut evaluated: Vec<&str> = engine
                         .rules()
                         .iter()
                         .filter(|rule| metrics.iter().any(|m| rule.uses(*m)))
@@ -212,6 +352,15 @@ impl Alerting {
                         .any(|m| metrics.contains(m))
                     {
                         evaluated.push(NEWS2_RULE_ID);
+                    }
+                    if baseline::baseline_metrics()
+                        .iter()
+                        .any(|m| metrics.contains(m))
+                    {
+                        evaluated.push(baseline::BASELINE_RULE_ID);
+                    }
+                    if metrics.contains(&baseline::weight_metric()) {
+                        evaluated.push(baseline::WEIGHT_GAIN_RULE_ID);
                     }
                     for rule in evaluated {
                         if findings.iter().any(|f| f.rule_id == rule) {
@@ -226,7 +375,7 @@ impl Alerting {
                         // Only an evaluation that could clear an alert counts, and an
                         // incomplete NEWS2 (a parameter missing) clears nothing.
                         if !alerting
-                            || (rule == NEWS2_RULE_ID && self.engine.news2(state, r.time).is_err())
+                            || (rule == NEWS2_RULE_ID && engine.news2(state, r.time).is_err())
                         {
                             continue;
                         }
@@ -238,6 +387,9 @@ impl Alerting {
                     }
                 }
                 Accepted::Event(p, e) => {
+                    if let EventKind::Battery { percent } = e.kind {
+                        self.battery(config, &mut plan, p, &e.device, percent, e.time);
+                    }
                     if let EventKind::Alert {
                         rule,
                         severity,
@@ -274,9 +426,192 @@ impl Alerting {
         }
         self.ensure_loaded(store).await?;
         let me = self.clone();
-        let plan = tokio::task::spawn_blocking(move || me.plan(&accepted))
+        let cfg = config.clone();
+        let now = Timestamp::now();
+        let plan = tokio::task::spawn_blocking(move || me.plan(&cfg, &accepted, now))
             .await
             .map_err(|e| StoreError::Engine(e.to_string()))?;
+        self.apply(store, config, plan).await
+    }
+
+    /// Notes the hub receive time of each record's device and plans the resolution of
+    /// `stale-data` for patients whose every tracked device is now fresh.
+    fn track_arrivals(
+        &self,
+        config: &HubConfig,
+        accepted: &[Accepted],
+        now: Timestamp,
+        plan: &mut Plan,
+    ) {
+        let mut seen = lock(&self.seen);
+        let mut patients: Vec<&PatientId> = Vec::new();
+        for acc in accepted {
+            let (p, d) = match acc {
+                Accepted::Reading(p, r) => (p, &r.device),
+                Accepted::Event(p, e) => (p, &e.device),
+            };
+            seen.insert((p.clone(), d.clone()), now);
+            if !patients.contains(&p) {
+                patients.push(p);
+            }
+        }
+        let kinds = lock(&self.kinds);
+        let active = lock(&self.active);
+        for p in patients {
+            let key = (p.clone(), STALE_DATA_RULE_ID.to_owned());
+            if !active.contains_key(&key) {
+                continue;
+            }
+            let still_stale = seen.iter().any(|((q, d), at)| {
+                q == p
+                    && kinds
+                        .get(d)
+                        .and_then(|k| stale_limit_ms(config, *k))
+                        .is_some_and(|limit| now.0.saturating_sub(at.0) > limit)
+            });
+            if !still_stale {
+                plan.resolve.insert(key, now);
+            }
+        }
+    }
+
+    /// A battery event: below the low mark raises `low-battery`, at or above the ok mark
+    /// resolves it.
+    fn battery(
+        &self,
+        config: &HubConfig,
+        plan: &mut Plan,
+        p: &PatientId,
+        device: &DeviceId,
+        percent: f64,
+        time: Timestamp,
+    ) {
+        if !percent.is_finite() {
+            return;
+        }
+        let key = (p.clone(), LOW_BATTERY_RULE_ID.to_owned());
+        if percent < config.battery_low_percent {
+            plan.resolve.remove(&key);
+            plan.signal(AlertSignal {
+                patient: p.clone(),
+                rule_id: LOW_BATTERY_RULE_ID.to_owned(),
+                severity: "warning".to_owned(),
+                message: format!(
+                    "battery of device {device} at {percent:.0} % (below {:.0} %)",
+                    config.battery_low_percent
+                ),
+                value: Some(percent),
+                time,
+                seen: time,
+                source: AlertSource::Hub,
+            });
+        } else if percent >= config.battery_ok_percent {
+            plan.signals
+                .retain(|s| !(s.patient == *p && s.rule_id == LOW_BATTERY_RULE_ID));
+            if lock(&self.active).contains_key(&key) {
+                let e = plan.resolve.entry(key).or_insert(time);
+                *e = (*e).max(time);
+            }
+        }
+    }
+
+    /// One stale-data pass: raises `stale-data` for each patient with a tracked device that
+    /// sent nothing (hub receive time) for `stale_factor` × its cadence, and resolves it for
+    /// patients whose devices are all fresh again.
+    pub async fn check_stale(
+        &self,
+        store: &dyn Store,
+        config: &HubConfig,
+    ) -> Result<(), StoreError> {
+        if config.stale_factor == 0 {
+            return Ok(());
+        }
+        self.ensure_loaded(store).await?;
+        let devices = store.devices().await?;
+        {
+            let mut kinds = lock(&self.kinds);
+            for d in devices {
+                kinds.insert(d.id, d.kind);
+            }
+        }
+        let now = Timestamp::now();
+        // Track exactly the current assignments: a device that moved to another patient no
+        // longer counts for the old one, and a device assigned (or known at a hub start)
+        // without sending since is judged from the first pass that saw it.
+        let current: std::collections::HashSet<(PatientId, DeviceId)> = store
+            .assignments(None)
+            .await?
+            .into_iter()
+            .filter(|a| a.from <= now && a.to.is_none_or(|to| to > now))
+            .map(|a| (a.patient, a.device))
+            .collect();
+        {
+            let mut seen = lock(&self.seen);
+            seen.retain(|k, _| current.contains(k));
+            for k in current {
+                seen.entry(k).or_insert(now);
+            }
+        }
+        // Per patient: the stale devices, with their silence and cadence.
+        let mut stale: HashMap<PatientId, Vec<(DeviceId, i64, u64)>> = HashMap::new();
+        let mut tracked: Vec<PatientId> = Vec::new();
+        {
+            let seen = lock(&self.seen);
+            let kinds = lock(&self.kinds);
+            for ((p, d), at) in seen.iter() {
+                let Some(kind) = kinds.get(d).copied() else {
+                    continue;
+                };
+                let (Some(limit), Some(cadence)) =
+                    (stale_limit_ms(config, kind), cadence_s(config, kind))
+                else {
+                    continue;
+                };
+                if !tracked.contains(p) {
+                    tracked.push(p.clone());
+                }
+                let silent = now.0.saturating_sub(at.0);
+                if silent > limit {
+                    stale
+                        .entry(p.clone())
+                        .or_default()
+                        .push((d.clone(), silent / 1000, cadence));
+                }
+            }
+        }
+        let mut plan = Plan::default();
+        {
+            let active = lock(&self.active);
+            for p in tracked {
+                let key = (p.clone(), STALE_DATA_RULE_ID.to_owned());
+                match stale.get_mut(&p) {
+                    Some(list) if !active.contains_key(&key) => {
+                        list.sort();
+                        let what: Vec<String> = list
+                            .iter()
+                            .map(|(d, s, c)| {
+                                format!("device {d}: nothing for {s} s (expected every {c} s)")
+                            })
+                            .collect();
+                        plan.signal(AlertSignal {
+                            patient: p,
+                            rule_id: STALE_DATA_RULE_ID.to_owned(),
+                            severity: "warning".to_owned(),
+                            message: format!("no data: {}", what.join("; ")),
+                            value: None,
+                            time: now,
+                            seen: now,
+                            source: AlertSource::Hub,
+                        });
+                    }
+                    Some(_) => {}
+                    None if active.contains_key(&key) => {
+                        plan.resolve.insert(key, now);
+                    }
+                    None => {}
+                }
+            }
+        }
         self.apply(store, config, plan).await
     }
 
@@ -294,9 +629,11 @@ impl Alerting {
         let mut plan = Plan::default();
         {
             let mut states = lock(&self.states);
+            let engines = lock(&self.engines);
+            let engine = engines.get(patient).unwrap_or(&self.engine);
             let state = states.entry(patient.clone()).or_default();
             for a in assessments {
-                for f in self.engine.on_assessment(state, a, time) {
+                for f in engine.on_assessment(state, a, time) {
                     plan.signal(signal_of(patient, f));
                 }
             }
@@ -333,6 +670,19 @@ impl Alerting {
                 )
                 .await?;
                 self.publish(&t);
+            }
+        }
+        for (key, at) in plan.resolve {
+            let Some((id, _)) = lock(&self.active).remove(&key) else {
+                continue;
+            };
+            match store.resolve_alert(id, "system", at, None).await {
+                Ok((_, t)) => {
+                    tracing::info!(alert = id, rule = %key.1, "alert resolved: condition gone");
+                    self.publish(&t);
+                }
+                Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e),
             }
         }
         let quiet_ms = i64::try_from(config.alert_quiet_s)
@@ -455,6 +805,15 @@ impl Alerting {
         }
         Ok(())
     }
+}
+
+/// Why rule settings were not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Queues the notifications of one alert event: one in-app (`user`) and, when the user has

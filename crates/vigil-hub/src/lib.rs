@@ -48,6 +48,19 @@ pub struct HubConfig {
     pub smtp: Option<notify::SmtpConfig>,
     /// E-mail address per user name (`[hub.emails]`).
     pub emails: std::collections::BTreeMap<String, String>,
+    /// Expected interval between data per device kind (kebab-case kind name, e.g.
+    /// `wearable`, `blood-pressure-monitor`), in seconds, over the built-in table
+    /// (see [`alerts::default_cadence_s`]). 0 stops tracking that kind.
+    pub cadence_s: std::collections::BTreeMap<String, u64>,
+    /// A patient's device with nothing received (hub receive time) for `stale_factor` ×
+    /// its cadence raises `stale-data`. 0 disables the check.
+    pub stale_factor: u32,
+    /// How often the stale-data check runs, in milliseconds.
+    pub stale_check_ms: u64,
+    /// A battery event below this percentage raises `low-battery`.
+    pub battery_low_percent: f64,
+    /// A later battery event at or above this percentage resolves `low-battery`.
+    pub battery_ok_percent: f64,
 }
 
 impl Default for HubConfig {
@@ -62,6 +75,11 @@ impl Default for HubConfig {
             webhooks: Vec::new(),
             smtp: None,
             emails: std::collections::BTreeMap::new(),
+            cadence_s: std::collections::BTreeMap::new(),
+            stale_factor: 3,
+            stale_check_ms: 5000,
+            battery_low_percent: 20.0,
+            battery_ok_percent: 30.0,
         }
     }
 }
@@ -153,6 +171,23 @@ pub async fn serve(
             }
         })
     });
+    let stale = (state.config.stale_factor > 0).then(|| {
+        let (store, alerts, config) = (
+            state.store.clone(),
+            state.alerts.clone(),
+            state.config.clone(),
+        );
+        let every = std::time::Duration::from_millis(config.stale_check_ms.max(50));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = alerts.check_stale(store.as_ref(), &config).await {
+                    tracing::warn!(error = %e, "stale-data pass failed");
+                }
+            }
+        })
+    });
     let evaluator = tokio::spawn(
         state
             .alerts
@@ -178,7 +213,7 @@ pub async fn serve(
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
-    for task in [compactor, escalator, Some(notifier), Some(evaluator)]
+    for task in [compactor, escalator, stale, Some(notifier), Some(evaluator)]
         .into_iter()
         .flatten()
     {

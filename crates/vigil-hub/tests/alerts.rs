@@ -691,3 +691,225 @@ async fn a_nurses_assessment_completes_a_high_news2_and_opens_a_news2_alert() {
         .await;
     assert_eq!(bad.status(), 400);
 }
+
+impl Hub {
+    async fn put(&self, path: &str, token: &str, body: Value) -> reqwest::Response {
+        self.http
+            .put(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("put")
+    }
+
+    async fn open_rules(&self, patient: &str) -> Vec<String> {
+        let v = self
+            .get(&format!("/api/v1/alerts?status=open&patient={patient}"))
+            .await;
+        v["alerts"]
+            .as_array()
+            .expect("alerts")
+            .iter()
+            .map(|a| a["rule_id"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_patient_rule_settings_change_what_alerts_and_bad_settings_are_problems() {
+    let mut hub = start(config(0)).await;
+    let t0 = Timestamp::now().saturating_add_millis(-600_000);
+    let at = |s: i64| t0.saturating_add_millis(s * 1000);
+    let get = hub.get("/api/v1/patients/p1/rule-settings").await;
+    assert_eq!(get["spo2_scale"], 1, "{get}");
+    assert_eq!(
+        get["effective_thresholds"]["hypoglycaemia_level1_below_mg_dl"],
+        70.0
+    );
+    // p1: hypoglycaemia raised to 90 mg/dL; p2: lowered to 60 mg/dL.
+    let resp = hub
+        .put(
+            "/api/v1/patients/p1/rule-settings",
+            &hub.doctor,
+            json!({"spo2_scale": 2, "thresholds": {"hypoglycaemia_level1_below_mg_dl": 90.0}}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    let resp = hub
+        .put(
+            "/api/v1/patients/p2/rule-settings",
+            &hub.admin,
+            json!({"thresholds": {"hypoglycaemia_level1_below_mg_dl": 60.0}}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    let got = hub.get("/api/v1/patients/p1/rule-settings").await;
+    assert_eq!(got["spo2_scale"], 2, "{got}");
+    assert_eq!(
+        got["effective_thresholds"]["hypoglycaemia_level1_below_mg_dl"],
+        90.0
+    );
+    // 80 mg/dL: normal by default (>= 70), low for p1 (< 90).
+    hub.ingest(vec![glucose("w1", 80.0, at(0))]).await;
+    assert_eq!(hub.open_rules("p1").await, ["hypoglycaemia-level-1"]);
+    // 65 mg/dL: low by default (< 70), normal for p2 (>= 60).
+    hub.ingest(vec![glucose("w2", 65.0, at(0))]).await;
+    assert!(hub.open_rules("p2").await.is_empty());
+
+    // Bad input: problem documents with the rule engine's reason.
+    for (body, needle) in [
+        (json!({"spo2_scale": 3}), "SpO2 scale 3"),
+        (
+            json!({"thresholds": {"hypoglycaemia_level1_below_mg_dl": 50.0}}),
+            "hypoglycaemia level 2 must be below level 1",
+        ),
+        (json!({"baseline": {"k": 0.0}}), "baseline.k"),
+    ] {
+        let resp = hub
+            .put("/api/v1/patients/p1/rule-settings", &hub.doctor, body)
+            .await;
+        assert_eq!(resp.status(), 400);
+        assert_eq!(resp.headers()["content-type"], "application/problem+json");
+        let p: Value = resp.json().await.expect("problem");
+        assert_eq!(p["code"], "invalid_rule_settings", "{p}");
+        assert!(
+            p["detail"].as_str().unwrap_or_default().contains(needle),
+            "{p}"
+        );
+    }
+    let resp = hub
+        .put(
+            "/api/v1/patients/p1/rule-settings",
+            &hub.doctor,
+            json!({"bogus": 1}),
+        )
+        .await;
+    assert_eq!(resp.status(), 400);
+    let resp = hub
+        .put(
+            "/api/v1/patients/nobody/rule-settings",
+            &hub.doctor,
+            json!({}),
+        )
+        .await;
+    assert_eq!(resp.status(), 404);
+    // The rejected settings left p1's in place.
+    let got = hub.get("/api/v1/patients/p1/rule-settings").await;
+    assert_eq!(got["spo2_scale"], 2, "{got}");
+}
+
+fn battery(device: &str, percent: f64, t: Timestamp) -> Record {
+    Record::Event(Event {
+        device: DeviceId::new(device).expect("id"),
+        time: t,
+        received: Some(t),
+        kind: EventKind::Battery { percent },
+        source: Source::Other,
+        patient: None,
+    })
+}
+
+impl Hub {
+    async fn wait_for_rules(&self, patient: &str, want: &[&str]) {
+        for _ in 0..300 {
+            if self.open_rules(patient).await == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "open alerts of {patient}: {:?}, wanted {want:?}",
+            self.open_rules(patient).await
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_devices_raise_stale_data_and_low_batteries_raise_low_battery() {
+    let mut cfg = config(0);
+    cfg.cadence_s.insert("wearable".into(), 1);
+    cfg.stale_factor = 2;
+    cfg.stale_check_ms = 100;
+    let mut hub = start(cfg).await;
+    let t0 = Timestamp::now().saturating_add_millis(-600_000);
+    let at = |s: i64| t0.saturating_add_millis(s * 1000);
+    hub.ingest(vec![
+        glucose("w1", 100.0, at(0)),
+        glucose("w2", 100.0, at(0)),
+    ])
+    .await;
+    // w2 keeps sending; w1 falls silent for more than 2 × 1 s.
+    for i in 1..=4 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        hub.ingest(vec![glucose("w2", 100.0, at(i))]).await;
+    }
+    hub.wait_for_rules("p1", &["stale-data"]).await;
+    assert!(hub.open_rules("p2").await.is_empty());
+    let open = hub.get("/api/v1/alerts?status=open&patient=p1").await;
+    assert_eq!(open["alerts"][0]["severity"], "warning", "{open}");
+    assert!(
+        open["alerts"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("device w1"),
+        "{open}"
+    );
+    // Data again: resolved by the system.
+    hub.ingest(vec![glucose("w1", 100.0, at(10))]).await;
+    hub.wait_for_rules("p1", &[]).await;
+    let all = hub.get("/api/v1/alerts?patient=p1").await;
+    assert_eq!(all["alerts"][0]["resolved_by"], "system", "{all}");
+
+    // Battery: 15 % opens, 25 % keeps it open, 35 % resolves.
+    hub.ingest(vec![battery("w2", 15.0, at(20))]).await;
+    hub.wait_for_rules("p2", &["low-battery"]).await;
+    hub.ingest(vec![battery("w2", 25.0, at(21))]).await;
+    hub.wait_for_rules("p2", &["low-battery"]).await;
+    hub.ingest(vec![battery("w2", 35.0, at(22))]).await;
+    hub.wait_for_rules("p2", &[]).await;
+    // 19.9 % is low, 20 % is not.
+    hub.ingest(vec![battery("w2", 20.0, at(23))]).await;
+    assert!(hub.open_rules("p2").await.is_empty());
+    hub.ingest(vec![battery("w2", 19.9, at(24))]).await;
+    hub.wait_for_rules("p2", &["low-battery"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heart_failure_weight_gain_opens_a_weight_gain_alert() {
+    let mut hub = start(config(0)).await;
+    let t0 = Timestamp::now().saturating_add_millis(-5 * 86_400_000);
+    let day = |d: i64| t0.saturating_add_millis(d * 86_400_000);
+    let weight = |v: f64, t: Timestamp| {
+        let metric: Metric = "29463-7".parse().expect("weight");
+        let mut r = Reading::quantity(DeviceId::new("w1").expect("id"), metric, v, t);
+        r.received = Some(t);
+        r.source = Source::Simulator;
+        Record::Reading(r)
+    };
+    hub.ingest(vec![
+        weight(80.0, day(0)),
+        weight(81.0, day(1)),
+        weight(82.0, day(3)),
+    ])
+    .await;
+    assert!(hub.open_rules("p1").await.is_empty());
+    hub.ingest(vec![weight(83.5, day(4))]).await;
+    assert_eq!(hub.open_rules("p1").await, ["weight-gain"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assigned_device_silent_since_the_hub_started_raises_stale_data() {
+    let mut cfg = config(0);
+    cfg.cadence_s.insert("wearable".into(), 1);
+    cfg.stale_factor = 2;
+    cfg.stale_check_ms = 100;
+    // Spot-device kinds keep their long built-in cadence: nothing else alerts.
+    assert_eq!(
+        vigil_hub::alerts::cadence_s(&cfg, vigil_model::DeviceKind::GlucoseMeter),
+        Some(8 * 3600)
+    );
+    let hub = start(cfg).await;
+    hub.wait_for_rules("p1", &["stale-data"]).await;
+    hub.wait_for_rules("p2", &["stale-data"]).await;
+}

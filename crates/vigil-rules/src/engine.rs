@@ -7,6 +7,7 @@
 //! reading that arrives late (after a gateway was offline) is judged against what was known
 //! at its own time, not against newer samples.
 
+use crate::baseline::{self, BaselineSettings, HourBin};
 use crate::news2::{self, Acvpu, Assessments, Incomplete, News2, News2Settings, Observed, Risk};
 use crate::thresholds::{Rule, ThresholdOverrides, Thresholds};
 use crate::{Finding, RulesError, Sample, Severity};
@@ -41,6 +42,8 @@ pub enum Assessment {
 pub struct PatientState {
     samples: BTreeMap<Metric, Vec<Sample>>,
     assessments: Assessments,
+    /// Hourly summaries per metric for personal baselines.
+    baselines: BTreeMap<Metric, Vec<HourBin>>,
 }
 
 impl PatientState {
@@ -90,13 +93,28 @@ impl PatientState {
         out
     }
 
-    fn prune(&mut self, retention_ms: i64) {
+    /// The hourly baseline summaries of `metric`, oldest first.
+    pub fn baseline_bins(&self, metric: Metric) -> &[HourBin] {
+        self.baselines.get(&metric).map_or(&[], Vec::as_slice)
+    }
+
+    fn prune(&mut self, retention_ms: i64, settings: &BaselineSettings) {
         let Some(newest) = self.newest() else { return };
-        let cutoff = newest.saturating_add_millis(-retention_ms);
-        for v in self.samples.values_mut() {
+        let weight = baseline::weight_metric();
+        for (m, v) in self.samples.iter_mut() {
+            let keep = if *m == weight {
+                retention_ms.max(baseline::WEIGHT_RETENTION_MS)
+            } else {
+                retention_ms
+            };
+            let cutoff = newest.saturating_add_millis(-keep);
             v.retain(|s| s.time >= cutoff);
         }
         self.samples.retain(|_, v| !v.is_empty());
+        for bins in self.baselines.values_mut() {
+            baseline::prune(bins, newest, settings);
+        }
+        self.baselines.retain(|_, v| !v.is_empty());
     }
 }
 
@@ -106,6 +124,7 @@ pub struct Engine {
     news2: News2Settings,
     thresholds: Thresholds,
     rules: Vec<Rule>,
+    baseline: BaselineSettings,
 }
 
 impl Default for Engine {
@@ -116,6 +135,7 @@ impl Default for Engine {
             news2: News2Settings::default(),
             rules: thresholds.rules(),
             thresholds,
+            baseline: BaselineSettings::default(),
         }
     }
 }
@@ -128,7 +148,18 @@ impl Engine {
             news2: config.news2,
             rules: thresholds.rules(),
             thresholds,
+            baseline: BaselineSettings::default(),
         })
+    }
+
+    /// The same engine with other baseline settings, validated.
+    pub fn with_baseline(self, baseline: BaselineSettings) -> Result<Self, RulesError> {
+        baseline.validate()?;
+        Ok(Self { baseline, ..self })
+    }
+
+    pub fn baseline_settings(&self) -> &BaselineSettings {
+        &self.baseline
     }
 
     pub fn thresholds(&self) -> &Thresholds {
@@ -146,7 +177,9 @@ impl Engine {
     /// How far back (from the newest sample) the state keeps samples: the longer of the
     /// NEWS2 window and the longest persistence duration.
     pub fn retention_ms(&self) -> i64 {
-        (i64::from(self.news2.window_s) * 1000).max(self.thresholds.longest_duration_ms())
+        (i64::from(self.news2.window_s) * 1000)
+            .max(self.thresholds.longest_duration_ms())
+            .max(i64::from(self.baseline.window_s) * 1000)
     }
 
     /// Adds a reading to the state and returns what it triggers: the threshold rules that use
@@ -161,8 +194,12 @@ impl Engine {
         if new.is_empty() {
             return Vec::new();
         }
+        let tracked = baseline::baseline_metrics();
         for s in &new {
             state.insert(*s);
+            if tracked.contains(&s.metric) {
+                baseline::add(state.baselines.entry(s.metric).or_default(), s);
+            }
         }
         let at = reading.time;
         let touched = |m: Metric| new.iter().any(|s| s.metric == m);
@@ -178,7 +215,22 @@ impl Engine {
         if news2::input_metrics().into_iter().any(touched) {
             findings.extend(self.news2_finding(state, at));
         }
-        state.prune(self.retention_ms());
+        let mut deviations = tracked.into_iter().filter(|m| touched(*m)).filter_map(|m| {
+            baseline::deviation(
+                m,
+                state.samples(m),
+                state.baseline_bins(m),
+                at,
+                &self.baseline,
+            )
+        });
+        // One baseline finding per reading (one alert per patient and rule).
+        findings.extend(deviations.next());
+        let weight = baseline::weight_metric();
+        if touched(weight) {
+            findings.extend(baseline::weight_gain(state.samples(weight), at));
+        }
+        state.prune(self.retention_ms(), &self.baseline);
         findings
     }
 

@@ -7,6 +7,8 @@
 //! - [`thresholds`]: guideline threshold rules (ADA glucose levels, ACC/AHA hypertensive
 //!   crisis, SpO2 desaturation, bradycardia, tachycardia, fever), each with its id, severity,
 //!   values and citation, and a clinician's per-patient overrides.
+//! - [`baseline`]: personal baselines (`baseline-deviation`) and the heart-failure
+//!   `weight-gain` rule.
 //! - [`engine`]: a small facade that keeps a window of recent samples per patient (serde, so a
 //!   caller can persist it) and turns each new reading into [`Finding`]s.
 //!
@@ -23,11 +25,13 @@
 //!
 //! Values are in the model's canonical units (`/min`, `%`, `mm[Hg]`, `Cel`, `mg/dL`).
 
+pub mod baseline;
 pub mod engine;
 pub mod news2;
 pub mod sample;
 pub mod thresholds;
 
+pub use baseline::BaselineSettings;
 pub use engine::{Assessment, Engine, PatientConfig, PatientState};
 pub use news2::{
     Acvpu, Assessments, Incomplete, Inputs, Monitoring, News2, News2Settings, Observed, Parameter,

@@ -81,6 +81,7 @@ pub(crate) struct Known {
     pub diastolic: Metric,
     pub glucose: Metric,
     pub o2_flow: Metric,
+    pub body_weight: Metric,
 }
 
 static KNOWN: LazyLock<Known> = LazyLock::new(|| {
@@ -101,6 +102,7 @@ static KNOWN: LazyLock<Known> = LazyLock::new(|| {
         diastolic: m("8462-4"),
         glucose: m("2339-0"),
         o2_flow: m("3151-8"),
+        body_weight: m("29463-7"),
     }
 });
 
@@ -131,6 +133,7 @@ mod tests {
     fn every_metric_the_rules_use_is_in_the_registry() {
         for code in [
             "9279-1", "59408-5", "8867-4", "8310-5", "8480-6", "8462-4", "2339-0", "3151-8",
+            "29463-7",
         ] {
             assert!(code.parse::<Metric>().is_ok(), "{code} missing");
         }

@@ -284,6 +284,21 @@ pub trait Store: Send + Sync + 'static {
     async fn set_care_team(&self, patient: &PatientId, team: CareTeam) -> Result<(), StoreError>;
     /// A patient's care team (empty when none was set).
     async fn care_team(&self, patient: &PatientId) -> Result<CareTeam, StoreError>;
+    /// Replaces a patient's rule settings (an opaque JSON document the rule engine's caller
+    /// validates; the store keeps it as given). `NotFound` for an unknown patient.
+    async fn set_rule_settings(
+        &self,
+        patient: &PatientId,
+        settings: serde_json::Value,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// A patient's rule settings, none when never set.
+    async fn rule_settings(
+        &self,
+        patient: &PatientId,
+    ) -> Result<Option<serde_json::Value>, StoreError>;
+    /// Every patient's rule settings, by patient id.
+    async fn all_rule_settings(&self) -> Result<Vec<(PatientId, serde_json::Value)>, StoreError>;
     /// Replaces the on-call list (in order).
     async fn set_on_call(&self, users: Vec<String>) -> Result<(), StoreError>;
     async fn on_call(&self) -> Result<Vec<String>, StoreError>;

@@ -1136,6 +1136,33 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn set_rule_settings(
+        &self,
+        patient: &PatientId,
+        settings: serde_json::Value,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let patient = patient.clone();
+        self.blocking(move |inner| {
+            inner.write(|tx, _| alerts::set_rule_settings(tx, &patient, &settings, now))
+        })
+        .await
+    }
+
+    async fn rule_settings(
+        &self,
+        patient: &PatientId,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let patient = patient.clone();
+        self.blocking(move |inner| inner.read(|c| alerts::rule_settings(c, &patient)))
+            .await
+    }
+
+    async fn all_rule_settings(&self) -> Result<Vec<(PatientId, serde_json::Value)>, StoreError> {
+        self.blocking(move |inner| inner.read(alerts::all_rule_settings))
+            .await
+    }
+
     async fn set_on_call(&self, users: Vec<String>) -> Result<(), StoreError> {
         self.blocking(move |inner| inner.write(|tx, _| alerts::set_on_call(tx, &users)))
             .await

@@ -21,6 +21,7 @@ CREATE TABLE IF NOT EXISTS care_team(patient TEXT NOT NULL, role TEXT NOT NULL, 
 CREATE TABLE IF NOT EXISTS on_call(pos INTEGER PRIMARY KEY, user TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS notification(id INTEGER PRIMARY KEY, alert INTEGER, channel TEXT NOT NULL, target TEXT NOT NULL, payload TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at INTEGER NOT NULL, status TEXT NOT NULL DEFAULT 'pending', last_error TEXT, created INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS notification_due ON notification(status, next_attempt_at);
+CREATE TABLE IF NOT EXISTS rule_settings(patient TEXT PRIMARY KEY, body TEXT NOT NULL, updated INTEGER NOT NULL) WITHOUT ROWID;
 ";
 
 const ALERT_COLS: &str = "id, patient, rule_id, severity, message, value, source, status, opened_at, last_seen, created, ack_by, ack_at, silence_until, resolved_by, resolved_at, note, level, escalated_at";
@@ -423,6 +424,64 @@ pub(crate) fn set_care_team(
         }
     }
     Ok(())
+}
+
+pub(crate) fn set_rule_settings(
+    c: &Connection,
+    patient: &PatientId,
+    settings: &serde_json::Value,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let exists: Option<i64> = c
+        .query_row(
+            "SELECT pk FROM patient WHERE id = ?1",
+            [patient.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if exists.is_none() {
+        return Err(StoreError::NotFound(format!("patient {patient}")));
+    }
+    let body = serde_json::to_string(settings).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    c.execute(
+        "INSERT INTO rule_settings(patient, body, updated) VALUES (?1, ?2, ?3) \
+         ON CONFLICT(patient) DO UPDATE SET body = excluded.body, updated = excluded.updated",
+        params![patient.as_str(), body, now.0],
+    )?;
+    Ok(())
+}
+
+fn settings_of(body: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(body).map_err(|_| StoreError::Corrupt("rule settings".into()))
+}
+
+pub(crate) fn rule_settings(
+    c: &Connection,
+    patient: &PatientId,
+) -> Result<Option<serde_json::Value>, StoreError> {
+    let body: Option<String> = c
+        .query_row(
+            "SELECT body FROM rule_settings WHERE patient = ?1",
+            [patient.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    body.as_deref().map(settings_of).transpose()
+}
+
+pub(crate) fn all_rule_settings(
+    c: &Connection,
+) -> Result<Vec<(PatientId, serde_json::Value)>, StoreError> {
+    let mut s = c.prepare_cached("SELECT patient, body FROM rule_settings ORDER BY patient")?;
+    let rows = s.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (p, body) = row?;
+        let p =
+            PatientId::new(p).map_err(|_| StoreError::Corrupt("rule settings patient".into()))?;
+        out.push((p, settings_of(&body)?));
+    }
+    Ok(out)
 }
 
 pub(crate) fn care_team(c: &Connection, patient: &PatientId) -> Result<CareTeam, StoreError> {

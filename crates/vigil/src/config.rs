@@ -233,7 +233,10 @@ mod tests {
     #[test]
     fn the_readme_configuration_example_loads_and_validates() {
         let readme = include_str!("../../../README.md");
-        let start = readme.find("```toml\n").expect("a toml block in the README") + 8;
+        let start = readme
+            .find("```toml\n")
+            .expect("a toml block in the README")
+            + 8;
         let len = readme[start..].find("```").expect("end of the block");
         let d = tempfile::tempdir().expect("dir");
         let f = d.path().join("vigil.toml");

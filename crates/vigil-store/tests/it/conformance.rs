@@ -819,3 +819,33 @@ pub async fn a_silenced_acknowledgement_reopens_when_its_silence_runs_out(s: &im
         (Some(AlertStatus::Acknowledged), AlertStatus::Open, "system")
     );
 }
+
+pub async fn rule_settings_are_stored_per_patient(s: &impl Store) {
+    enrol(s, "p1", "w1", None).await;
+    enrol(s, "p2", "w2", None).await;
+    assert_eq!(s.rule_settings(&pid("p1")).await.expect("none"), None);
+    assert!(s.all_rule_settings().await.expect("all").is_empty());
+    let a =
+        serde_json::json!({"news2": {"spo2_scale": 2}, "thresholds": {"hypo_level1_mg_dl": 80.0}});
+    s.set_rule_settings(&pid("p1"), a.clone(), NOW)
+        .await
+        .expect("set");
+    assert_eq!(s.rule_settings(&pid("p1")).await.expect("get"), Some(a));
+    let b = serde_json::json!({"news2": {"spo2_scale": 1}});
+    s.set_rule_settings(&pid("p1"), b.clone(), NOW)
+        .await
+        .expect("replace");
+    assert_eq!(
+        s.rule_settings(&pid("p1")).await.expect("get"),
+        Some(b.clone())
+    );
+    assert_eq!(s.rule_settings(&pid("p2")).await.expect("other"), None);
+    assert_eq!(
+        s.all_rule_settings().await.expect("all"),
+        vec![(pid("p1"), b.clone())]
+    );
+    assert!(matches!(
+        s.set_rule_settings(&pid("nobody"), b, NOW).await,
+        Err(StoreError::NotFound(_))
+    ));
+}

@@ -43,6 +43,7 @@ mod sqlite_backend {
         alert_lifecycle_is_recorded_as_append_only_transitions,
         an_edge_alert_synced_late_keeps_its_original_time,
         care_teams_and_the_on_call_list_are_stored,
+        rule_settings_are_stored_per_patient,
         notifications_are_retried_then_dead_lettered,
         a_silenced_acknowledgement_reopens_when_its_silence_runs_out,
     );

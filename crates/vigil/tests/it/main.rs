@@ -7,4 +7,5 @@ mod demo;
 mod edge;
 mod harness;
 mod mqtt_crash;
+mod scenarios;
 mod sync;

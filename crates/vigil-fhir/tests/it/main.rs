@@ -1,0 +1,5 @@
+//! vigil-fhir tests: one per mapping, and validation of every resource kind by `fhir.resources`.
+
+mod examples;
+mod mapping;
+mod validate;
