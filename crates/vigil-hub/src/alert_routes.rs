@@ -1,6 +1,7 @@
 //! Alert routes: list, acknowledge, resolve, the live stream of transitions (Server-Sent
 //! Events), care teams, the on-call list and the notification queue.
 
+use crate::access::{self, Visibility};
 use crate::alerts::{RuleSettings, SettingsError};
 use crate::auth::User;
 use crate::routes::{ApiJson, ApiQuery, patient_id};
@@ -86,9 +87,10 @@ struct AlertParams {
 
 async fn list_alerts(
     State(st): State<AppState>,
-    _u: User,
+    u: User,
     ApiQuery(q): ApiQuery<AlertParams>,
 ) -> Result<Json<Value>, ApiError> {
+    let visible = access::visible_patients(&st, &u).await?;
     let mut filter = AlertFilter {
         limit: q.limit.unwrap_or(100).clamp(1, 10_000),
         ..AlertFilter::default()
@@ -108,13 +110,32 @@ async fn list_alerts(
         }
     }
     filter.patient = q.patient.as_deref().map(patient_id).transpose()?;
-    let alerts = st.store.alerts(filter).await?;
+    let alerts = match (&visible, &filter.patient) {
+        (Visibility::All, _) => st.store.alerts(filter).await?,
+        // An invisible patient has no alerts as far as this caller can tell.
+        (Visibility::Only(set), Some(p)) if !set.contains(p) => Vec::new(),
+        (Visibility::Only(_), Some(_)) => st.store.alerts(filter).await?,
+        (Visibility::Only(set), None) => {
+            // Per visible patient, then merged newest first (the store's order).
+            let mut all = Vec::new();
+            for p in set {
+                let f = AlertFilter {
+                    patient: Some(p.clone()),
+                    ..filter.clone()
+                };
+                all.extend(st.store.alerts(f).await?);
+            }
+            all.sort_by_key(|a| std::cmp::Reverse(a.id));
+            all.truncate(filter.limit);
+            all
+        }
+    };
     Ok(Json(json!({ "count": alerts.len(), "alerts": alerts })))
 }
 
 async fn get_alert(
     State(st): State<AppState>,
-    _u: User,
+    u: User,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = alert_id(&id)?;
@@ -123,6 +144,7 @@ async fn get_alert(
         .alert(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("alert {id}")))?;
+    alert_access(&st, &u, id, &alert.patient, false).await?;
     let transitions = st.store.transitions_of(id).await?;
     Ok(Json(json!({ "alert": alert, "transitions": transitions })))
 }
@@ -140,8 +162,9 @@ async fn acknowledge(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    u.require_clinical()?;
     let id = alert_id(&id)?;
+    check_alert_write(&st, &u, id).await?;
+    u.require_clinical()?;
     let b: AckBody = optional_json(&headers, &body)?;
     let now = Timestamp::now();
     let silence_until = match b.silence_minutes {
@@ -174,8 +197,9 @@ async fn resolve(
     Path(id): Path<String>,
     ApiJson(b): ApiJson<ResolveBody>,
 ) -> Result<Json<Value>, ApiError> {
-    u.require_clinical()?;
     let id = alert_id(&id)?;
+    check_alert_write(&st, &u, id).await?;
+    u.require_clinical()?;
     let note = b.note.trim();
     if note.is_empty() || note.len() > 4000 {
         return Err(ApiError::bad(
@@ -191,6 +215,33 @@ async fn resolve(
     Ok(Json(json!({ "alert": alert, "transition": t })))
 }
 
+/// Access to an alert through its patient: an alert of a patient out of scope is "not found".
+async fn alert_access(
+    st: &AppState,
+    u: &User,
+    id: i64,
+    patient: &vigil_model::PatientId,
+    write: bool,
+) -> Result<(), ApiError> {
+    let r = if write {
+        access::can_write_patient(st, u, patient).await
+    } else {
+        access::can_read_patient(st, u, patient).await
+    };
+    match r {
+        Err(ApiError::NotFound(_)) => Err(ApiError::NotFound(format!("alert {id}"))),
+        other => other,
+    }
+}
+
+/// Write access to an existing alert (a missing alert is left to the store to report).
+async fn check_alert_write(st: &AppState, u: &User, id: i64) -> Result<(), ApiError> {
+    match st.store.alert(id).await? {
+        Some(a) => alert_access(st, u, id, &a.patient, true).await,
+        None => Err(ApiError::NotFound(format!("alert {id}"))),
+    }
+}
+
 /// One stream's position: transitions are read from storage after `last`; the broadcast
 /// channel only says when to look again, so nothing committed is ever skipped.
 struct Feed {
@@ -199,6 +250,8 @@ struct Feed {
     last: i64,
     buf: VecDeque<AlertTransition>,
     fetch: bool,
+    st: AppState,
+    user: User,
 }
 
 fn sse_event(t: &AlertTransition) -> Event {
@@ -216,7 +269,16 @@ async fn next_event(mut f: Feed) -> Option<(Result<Event, Infallible>, Feed)> {
                 continue;
             }
             f.last = t.id;
-            return Some((Ok(sse_event(&t)), f));
+            // Only transitions of patients the caller may see (checked per event, so a
+            // care-team change takes effect on a running stream).
+            match access::can_read_patient(&f.st, &f.user, &t.patient).await {
+                Ok(()) => return Some((Ok(sse_event(&t)), f)),
+                Err(ApiError::NotFound(_) | ApiError::Forbidden) => continue,
+                Err(_) => {
+                    tracing::warn!("alert stream could not check access");
+                    return None;
+                }
+            }
         }
         if f.fetch {
             f.fetch = false;
@@ -243,7 +305,7 @@ async fn next_event(mut f: Feed) -> Option<(Result<Event, Infallible>, Feed)> {
 
 async fn stream(
     State(st): State<AppState>,
-    _u: User,
+    u: User,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     // Subscribe before reading the position, so nothing falls between the two.
@@ -271,6 +333,8 @@ async fn stream(
         last,
         buf: VecDeque::new(),
         fetch,
+        st: st.clone(),
+        user: u,
     };
     Ok(Sse::new(futures_util::stream::unfold(feed, next_event)).keep_alive(KeepAlive::default()))
 }
@@ -291,8 +355,9 @@ async fn assess(
     Path(id): Path<String>,
     ApiJson(b): ApiJson<AssessmentBody>,
 ) -> Result<Json<Value>, ApiError> {
-    u.require_clinical()?;
     let id = patient_id(&id)?;
+    access::can_write_patient(&st, &u, &id).await?;
+    u.require_clinical()?;
     if st.store.patient(&id).await?.is_none() {
         return Err(ApiError::NotFound(format!("patient {id}")));
     }
@@ -335,10 +400,11 @@ async fn assess(
 
 async fn get_care_team(
     State(st): State<AppState>,
-    _u: User,
+    u: User,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = patient_id(&id)?;
+    access::can_read_patient(&st, &u, &id).await?;
     if st.store.patient(&id).await?.is_none() {
         return Err(ApiError::NotFound(format!("patient {id}")));
     }
@@ -352,11 +418,12 @@ async fn put_care_team(
     Path(id): Path<String>,
     ApiJson(team): ApiJson<CareTeam>,
 ) -> Result<Json<Value>, ApiError> {
+    let id = patient_id(&id)?;
+    access::can_write_patient(&st, &u, &id).await?;
     match u.role.as_str() {
         "admin" | "integration" | "clinician" => {}
         _ => return Err(ApiError::Forbidden),
     }
-    let id = patient_id(&id)?;
     let total = team.primary.len() + team.backup.len() + team.caregivers.len();
     if total > 100 {
         return Err(ApiError::bad(
@@ -380,8 +447,9 @@ async fn get_rule_settings(
     u: User,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    require_settings_role(&u)?;
     let id = patient_id(&id)?;
+    access::can_read_patient(&st, &u, &id).await?;
+    require_settings_role(&u)?;
     if st.store.patient(&id).await?.is_none() {
         return Err(ApiError::NotFound(format!("patient {id}")));
     }
@@ -401,8 +469,9 @@ async fn put_rule_settings(
     Path(id): Path<String>,
     ApiJson(settings): ApiJson<RuleSettings>,
 ) -> Result<Json<Value>, ApiError> {
-    require_settings_role(&u)?;
     let id = patient_id(&id)?;
+    access::can_write_patient(&st, &u, &id).await?;
+    require_settings_role(&u)?;
     match st
         .alerts
         .set_settings(st.store.as_ref(), &id, &settings)

@@ -8,10 +8,12 @@
 //! The hub never logs patient identifiers or values at info level, never returns internal
 //! error details to a client, and answers every error as a JSON problem document.
 
+pub mod access;
 mod alert_routes;
 pub mod alerts;
 pub mod auth;
 mod error;
+mod fhir_routes;
 pub mod notify;
 mod routes;
 

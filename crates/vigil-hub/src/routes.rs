@@ -1,5 +1,6 @@
 //! HTTP routes.
 
+use crate::access;
 use crate::auth::{self, Gateway, User};
 use crate::{ApiError, AppState, HubMetrics};
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
@@ -38,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/gateways/{id}", delete(revoke_gateway))
         .route("/api/v1/stats", get(stats))
         .merge(crate::alert_routes::routes())
+        .nest("/fhir/r4", crate::fhir_routes::router())
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::bad("method_not_allowed", "method not allowed on this route")
@@ -255,10 +257,12 @@ fn reading_view(r: &StoredReading) -> Value {
     v
 }
 
-async fn list_patients(State(st): State<AppState>, _u: User) -> Result<Json<Value>, ApiError> {
+async fn list_patients(State(st): State<AppState>, u: User) -> Result<Json<Value>, ApiError> {
+    let visible = access::visible_patients(&st, &u).await?;
     let list = st.store.patients().await?;
     let patients: Vec<Value> = list
         .iter()
+        .filter(|s| visible.contains(&s.patient.id))
         .map(|s| {
             json!({
                 "id": s.patient.id,
@@ -285,10 +289,11 @@ async fn create_patient(
 
 async fn get_patient(
     State(st): State<AppState>,
-    _u: User,
+    u: User,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = patient_id(&id)?;
+    access::can_read_patient(&st, &u, &id).await?;
     let p = st
         .store
         .patient(&id)
@@ -315,11 +320,12 @@ struct ReadingsParams {
 
 async fn patient_readings(
     State(st): State<AppState>,
-    _u: User,
+    u: User,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<ReadingsParams>,
 ) -> Result<Json<Value>, ApiError> {
     let id = patient_id(&id)?;
+    access::can_read_patient(&st, &u, &id).await?;
     let metric = q
         .code
         .as_deref()
@@ -376,11 +382,12 @@ struct RangeParams {
 
 async fn patient_events(
     State(st): State<AppState>,
-    _u: User,
+    u: User,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<RangeParams>,
 ) -> Result<Json<Value>, ApiError> {
     let id = patient_id(&id)?;
+    access::can_read_patient(&st, &u, &id).await?;
     let from = parse_time("from", q.from.as_deref())?;
     let to = parse_time("to", q.to.as_deref())?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 100_000);
@@ -390,7 +397,8 @@ async fn patient_events(
     ))
 }
 
-async fn list_devices(State(st): State<AppState>, _u: User) -> Result<Json<Value>, ApiError> {
+async fn list_devices(State(st): State<AppState>, u: User) -> Result<Json<Value>, ApiError> {
+    access::require_operator(&u)?;
     let d = st.store.devices().await?;
     Ok(Json(json!({ "count": d.len(), "devices": d })))
 }
@@ -413,9 +421,10 @@ struct AssignmentParams {
 
 async fn list_assignments(
     State(st): State<AppState>,
-    _u: User,
+    u: User,
     ApiQuery(q): ApiQuery<AssignmentParams>,
 ) -> Result<Json<Value>, ApiError> {
+    access::require_operator(&u)?;
     let device = q
         .device
         .map(|d| DeviceId::new(d).map_err(|e| ApiError::bad("invalid_id", e.to_string())))
@@ -446,9 +455,10 @@ struct QuarantineParams {
 
 async fn list_quarantine(
     State(st): State<AppState>,
-    _u: User,
+    u: User,
     ApiQuery(q): ApiQuery<QuarantineParams>,
 ) -> Result<Json<Value>, ApiError> {
+    access::require_operator(&u)?;
     let open_only = match q.status.as_deref() {
         None | Some("open") => true,
         Some("all") => false,
@@ -511,7 +521,8 @@ async fn revoke_gateway(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn stats(State(st): State<AppState>, _u: User) -> Result<Json<Value>, ApiError> {
+async fn stats(State(st): State<AppState>, u: User) -> Result<Json<Value>, ApiError> {
+    access::require_operator(&u)?;
     let s = st.store.stats().await?;
     let per = if s.readings > 0 {
         Some(s.file_bytes as f64 / s.readings as f64)

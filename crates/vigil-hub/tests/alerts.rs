@@ -300,6 +300,15 @@ async fn the_stream_resumes_from_last_event_id_and_escalation_spares_acknowledge
         .await
         .expect("care team");
     assert_eq!(put.status(), 200);
+    // The doctor who acknowledges p1's alert is on p1's care team.
+    let put = hub
+        .put(
+            "/api/v1/patients/p1/care-team",
+            &hub.admin,
+            json!({"primary": ["dr-a"]}),
+        )
+        .await;
+    assert_eq!(put.status(), 200);
     let t = Timestamp::now().saturating_add_millis(-5_000);
     hub.ingest(vec![glucose("w1", 40.0, t), glucose("w2", 40.0, t)])
         .await;
@@ -399,6 +408,15 @@ async fn the_stream_resumes_from_last_event_id_and_escalation_spares_acknowledge
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alert_errors_are_problem_documents() {
     let mut hub = start(config(0)).await;
+    // The doctor looks after p1, so the errors below are about the requests, not access.
+    let put = hub
+        .put(
+            "/api/v1/patients/p1/care-team",
+            &hub.admin,
+            json!({"primary": ["dr-a"]}),
+        )
+        .await;
+    assert_eq!(put.status(), 200);
     let t = Timestamp::now().saturating_add_millis(-5_000);
     hub.ingest(vec![glucose("w1", 40.0, t)]).await;
     let id = hub.get("/api/v1/alerts").await["alerts"][0]["id"]
@@ -642,6 +660,15 @@ fn reading(device: &str, loinc: &str, v: f64, t: Timestamp) -> Record {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nurses_assessment_completes_a_high_news2_and_opens_a_news2_alert() {
     let mut hub = start(config(0)).await;
+    // Only the patient's care team may record assessments.
+    let put = hub
+        .put(
+            "/api/v1/patients/p1/care-team",
+            &hub.admin,
+            json!({"primary": ["dr-a"]}),
+        )
+        .await;
+    assert_eq!(put.status(), 200);
     let t = Timestamp::now().saturating_add_millis(-60_000);
     hub.ingest(vec![
         reading("w1", "9279-1", 26.0, t),
@@ -719,6 +746,15 @@ impl Hub {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_patient_rule_settings_change_what_alerts_and_bad_settings_are_problems() {
     let mut hub = start(config(0)).await;
+    // Only p1's care team may change p1's rule settings.
+    let put = hub
+        .put(
+            "/api/v1/patients/p1/care-team",
+            &hub.admin,
+            json!({"primary": ["dr-a"]}),
+        )
+        .await;
+    assert_eq!(put.status(), 200);
     let t0 = Timestamp::now().saturating_add_millis(-600_000);
     let at = |s: i64| t0.saturating_add_millis(s * 1000);
     let get = hub.get("/api/v1/patients/p1/rule-settings").await;

@@ -202,6 +202,18 @@ pub async fn run(args: DemoArgs, file: Option<&Path>) -> anyhow::Result<()> {
         .map_err(|e| InputError(e.to_string()))?;
     for p in cohort.patients() {
         store.upsert_patient(p.clone()).await?;
+        // The demo clinician and nurse look after every simulated patient, so their tokens
+        // see them under care-team-based access; an existing team keeps its other members.
+        let mut team = store.care_team(&p.id).await?;
+        for (list, user) in [
+            (&mut team.primary, "dr-demo"),
+            (&mut team.backup, "nurse-demo"),
+        ] {
+            if !list.iter().any(|u| u == user) {
+                list.push(user.to_owned());
+            }
+        }
+        store.set_care_team(&p.id, team).await?;
     }
     for d in cohort.devices() {
         store

@@ -1,0 +1,425 @@
+//! Least-privilege access end to end: a real hub, real tokens of every role, each against a
+//! patient in its scope (A) and one outside it (B). Out of scope answers 404 (existence is not
+//! revealed), a write the role may not do 403, a bad or expired token 401.
+
+use crate::harness::{self, Proc, Site};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use vigil_model::{DeviceId, Metric, Reading, Record, Source, Timestamp};
+
+const A: &str = "pat-a";
+const B: &str = "pat-b";
+
+fn token(site: &Site, name: &str, role: &str, extra: &[&str]) -> String {
+    let d = site.dir.path().to_str().expect("utf8 path");
+    let out = harness::vigil()
+        .args([
+            "admin",
+            "create-token",
+            "--data-dir",
+            d,
+            "--name",
+            name,
+            "--role",
+            role,
+        ])
+        .args(extra)
+        .output()
+        .expect("run vigil admin");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned()
+}
+
+fn glucose(device: &str, v: f64, t: Timestamp) -> Record {
+    let metric: Metric = "2339-0".parse().expect("glucose");
+    let mut r = Reading::quantity(DeviceId::new(device).expect("id"), metric, v, t);
+    r.source = Source::Manual;
+    Record::Reading(r)
+}
+
+async fn call(
+    c: &reqwest::Client,
+    method: Method,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = c.request(method, url).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.expect("hub reachable");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+struct World {
+    _site: Site,
+    hub: Proc,
+    _gw: Proc,
+    c: reqwest::Client,
+    admin: String,
+    alert: std::collections::HashMap<&'static str, i64>,
+}
+
+/// Two patients with a reading, an alert each; A's care team is dr-in (primary), nurse-in
+/// (backup) and carer-a (caregiver); B's is dr-b only.
+async fn world(site: Site, hub: Proc) -> World {
+    let gw = harness::spawn_gateway(&hub.url, &site.gateway_token_file, &site.outbox(), 100);
+    let c = harness::client();
+    let admin = site.admin.clone();
+    let u = &hub.url;
+    for (p, d, team) in [
+        (
+            A,
+            "dev-a",
+            json!({"primary": ["dr-in"], "backup": ["nurse-in"], "caregivers": ["carer-a"]}),
+        ),
+        (B, "dev-b", json!({"primary": ["dr-b"]})),
+    ] {
+        for (path, body) in [
+            ("patients", json!({"id": p})),
+            ("devices", json!({"id": d, "kind": "wearable"})),
+            (
+                "assignments",
+                json!({"device": d, "patient": p, "from": "2000-01-01T00:00:00Z"}),
+            ),
+        ] {
+            let (s, v) = call(
+                &c,
+                Method::POST,
+                format!("{u}/api/v1/{path}"),
+                &admin,
+                Some(body),
+            )
+            .await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+        }
+        let (s, v) = call(
+            &c,
+            Method::PUT,
+            format!("{u}/api/v1/patients/{p}/care-team"),
+            &admin,
+            Some(team),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let t = Timestamp::now().saturating_add_millis(-10_000);
+    harness::feed(
+        &c,
+        &gw.url,
+        &[glucose("dev-a", 42.0, t), glucose("dev-b", 41.0, t)],
+    )
+    .await;
+    let mut alert = std::collections::HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while alert.len() < 2 {
+        assert!(Instant::now() < deadline, "alerts in time");
+        let (_, v) = call(&c, Method::GET, format!("{u}/api/v1/alerts"), &admin, None).await;
+        for a in v["alerts"].as_array().cloned().unwrap_or_default() {
+            for p in [A, B] {
+                if a["patient"] == p {
+                    alert.insert(p, a["id"].as_i64().expect("id"));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    World {
+        _site: site,
+        hub,
+        _gw: gw,
+        c,
+        admin,
+        alert,
+    }
+}
+
+/// Expected status of (patient A, patient B) per route for one caller.
+struct Row {
+    who: &'static str,
+    read: (u16, u16),
+    ack: (u16, u16),
+    team_put: (u16, u16),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_sees_only_its_patients_and_writes_only_what_its_role_allows() {
+    let site = Site::new();
+    let tokens = [
+        ("admin", site.admin.clone()),
+        ("clinician-on-team", token(&site, "dr-in", "clinician", &[])),
+        (
+            "clinician-off-team",
+            token(&site, "dr-out", "clinician", &[]),
+        ),
+        ("nurse-on-team", token(&site, "nurse-in", "nurse", &[])),
+        ("caregiver-of-a", token(&site, "carer-a", "caregiver", &[])),
+        ("patient-a", token(&site, A, "patient", &[])),
+    ];
+    let hub = harness::spawn_hub(&site.hub_dir(), "127.0.0.1:0");
+    let w = world(site, hub).await;
+    let u = &w.hub.url;
+    let rows = [
+        Row {
+            who: "admin",
+            read: (200, 200),
+            ack: (200, 200),
+            team_put: (200, 200),
+        },
+        Row {
+            who: "clinician-on-team",
+            read: (200, 404),
+            ack: (200, 404),
+            team_put: (200, 404),
+        },
+        Row {
+            who: "clinician-off-team",
+            read: (404, 404),
+            ack: (404, 404),
+            team_put: (404, 404),
+        },
+        Row {
+            who: "nurse-on-team",
+            read: (200, 404),
+            ack: (200, 404),
+            team_put: (403, 404),
+        },
+        Row {
+            who: "caregiver-of-a",
+            read: (200, 404),
+            ack: (403, 404),
+            team_put: (403, 404),
+        },
+        Row {
+            who: "patient-a",
+            read: (200, 404),
+            ack: (403, 404),
+            team_put: (403, 404),
+        },
+    ];
+    for row in &rows {
+        let tok = &tokens.iter().find(|(n, _)| *n == row.who).expect("token").1;
+        for (p, want_read, want_ack, want_put) in [
+            (A, row.read.0, row.ack.0, row.team_put.0),
+            (B, row.read.1, row.ack.1, row.team_put.1),
+        ] {
+            for path in ["", "/readings", "/events", "/care-team"] {
+                let (s, v) = call(
+                    &w.c,
+                    Method::GET,
+                    format!("{u}/api/v1/patients/{p}{path}"),
+                    tok,
+                    None,
+                )
+                .await;
+                assert_eq!(s.as_u16(), want_read, "{} GET {p}{path}: {v}", row.who);
+                if s == StatusCode::NOT_FOUND {
+                    assert_eq!(v["code"], "not_found", "{v}");
+                }
+            }
+            let id = w.alert[p];
+            let (s, v) = call(
+                &w.c,
+                Method::GET,
+                format!("{u}/api/v1/alerts/{id}"),
+                tok,
+                None,
+            )
+            .await;
+            assert_eq!(s.as_u16(), want_read, "{} GET alert of {p}: {v}", row.who);
+            let (s, v) = call(
+                &w.c,
+                Method::POST,
+                format!("{u}/api/v1/alerts/{id}/acknowledge"),
+                tok,
+                None,
+            )
+            .await;
+            // An alert already acknowledged by an earlier row answers 409 to a later one.
+            let s = if s == StatusCode::CONFLICT {
+                200
+            } else {
+                s.as_u16()
+            };
+            assert_eq!(s, want_ack, "{} acknowledge alert of {p}: {v}", row.who);
+            // Writes back the same team, so later rows see the world unchanged.
+            let (_, team) = call(
+                &w.c,
+                Method::GET,
+                format!("{u}/api/v1/patients/{p}/care-team"),
+                &w.admin,
+                None,
+            )
+            .await;
+            let (s, v) = call(
+                &w.c,
+                Method::PUT,
+                format!("{u}/api/v1/patients/{p}/care-team"),
+                tok,
+                Some(team["care_team"].clone()),
+            )
+            .await;
+            assert_eq!(
+                s.as_u16(),
+                want_put,
+                "{} PUT care team of {p}: {v}",
+                row.who
+            );
+        }
+        // Lists show only the patients (and their alerts) in scope.
+        let (s, v) = call(&w.c, Method::GET, format!("{u}/api/v1/patients"), tok, None).await;
+        assert_eq!(s, StatusCode::OK);
+        let ids: Vec<&str> = v["patients"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|p| p["id"].as_str()).collect())
+            .unwrap_or_default();
+        let (_, al) = call(&w.c, Method::GET, format!("{u}/api/v1/alerts"), tok, None).await;
+        let alert_patients: std::collections::BTreeSet<&str> = al["alerts"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x["patient"].as_str()).collect())
+            .unwrap_or_default();
+        let mut want: Vec<&str> = Vec::new();
+        if row.read.0 == 200 {
+            want.push(A);
+        }
+        if row.read.1 == 200 {
+            want.push(B);
+        }
+        assert_eq!(ids, want, "{} patient list", row.who);
+        assert_eq!(
+            alert_patients.into_iter().collect::<Vec<_>>(),
+            want,
+            "{} alert list",
+            row.who
+        );
+        let (s, _) = call(
+            &w.c,
+            Method::GET,
+            format!("{u}/api/v1/alerts?patient={B}"),
+            tok,
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        // Operational routes are for admin and integration only.
+        for path in ["quarantine", "devices", "assignments", "gateways", "stats"] {
+            let (s, v) = call(&w.c, Method::GET, format!("{u}/api/v1/{path}"), tok, None).await;
+            let want = if row.who == "admin" { 200 } else { 403 };
+            assert_eq!(s.as_u16(), want, "{} GET {path}: {v}", row.who);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idor_attempts_on_another_patient_answer_not_found() {
+    let site = Site::new();
+    let patient_a = token(&site, A, "patient", &[]);
+    let carer_a = token(&site, "carer-a", "caregiver", &[]);
+    let hub = harness::spawn_hub(&site.hub_dir(), "127.0.0.1:0");
+    let w = world(site, hub).await;
+    let u = &w.hub.url;
+    for tok in [&patient_a, &carer_a] {
+        for path in ["readings", "events", "care-team", "rule-settings"] {
+            let (s, v) = call(
+                &w.c,
+                Method::GET,
+                format!("{u}/api/v1/patients/{B}/{path}"),
+                tok,
+                None,
+            )
+            .await;
+            assert_eq!(s, StatusCode::NOT_FOUND, "{path}: {v}");
+            assert_eq!(v["code"], "not_found");
+        }
+        // The same answer as for a patient that does not exist.
+        let (s, v) = call(
+            &w.c,
+            Method::GET,
+            format!("{u}/api/v1/patients/nobody/readings"),
+            tok,
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+        let (s, v) = call(
+            &w.c,
+            Method::POST,
+            format!("{u}/api/v1/patients/{B}/assessments"),
+            tok,
+            Some(json!({"consciousness": "A"})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+        let b = w.alert[B];
+        let (s, v) = call(
+            &w.c,
+            Method::POST,
+            format!("{u}/api/v1/alerts/{b}/resolve"),
+            tok,
+            Some(json!({"note": "not mine"})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_and_unknown_tokens_are_unauthorized() {
+    let site = Site::new();
+    let expiring = token(&site, "dr-in", "clinician", &["--expires-in", "1s"]);
+    let hub = harness::spawn_hub(&site.hub_dir(), "127.0.0.1:0");
+    let c = harness::client();
+    let u = &hub.url;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let unknown = format!("vat_{}", "0".repeat(64));
+    for tok in [expiring.as_str(), unknown.as_str(), "not-a-token"] {
+        for path in ["patients", &format!("patients/{A}/readings"), "alerts"] {
+            let (s, v) = call(&c, Method::GET, format!("{u}/api/v1/{path}"), tok, None).await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{path}: {v}");
+            assert_eq!(v["code"], "unauthorized");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alert_stream_carries_only_transitions_of_visible_patients() {
+    let site = Site::new();
+    let dr_in = token(&site, "dr-in", "clinician", &[]);
+    let hub = harness::spawn_hub(&site.hub_dir(), "127.0.0.1:0");
+    let w = world(site, hub).await;
+    // Replay from the start: both patients have an open alert in storage.
+    let mut resp = reqwest::Client::new()
+        .get(format!("{}/api/v1/alerts/stream", w.hub.url))
+        .bearer_auth(&dr_in)
+        .header("last-event-id", "0")
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut text = String::new();
+    let until = Instant::now() + Duration::from_millis(1500);
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        match tokio::time::timeout(left, resp.chunk()).await {
+            Ok(Ok(Some(c))) => text.push_str(&String::from_utf8_lossy(&c)),
+            _ => break,
+        }
+    }
+    let patients: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .filter_map(|v| v["patient"].as_str().map(str::to_owned))
+        .collect();
+    assert!(!patients.is_empty(), "A's transitions arrive: {text}");
+    assert!(patients.iter().all(|p| p == A), "only A: {patients:?}");
+}
