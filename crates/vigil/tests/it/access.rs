@@ -11,33 +11,6 @@ use vigil_model::{DeviceId, Metric, Reading, Record, Source, Timestamp};
 const A: &str = "pat-a";
 const B: &str = "pat-b";
 
-fn token(site: &Site, name: &str, role: &str, extra: &[&str]) -> String {
-    let d = site.dir.path().to_str().expect("utf8 path");
-    let out = harness::vigil()
-        .args([
-            "admin",
-            "create-token",
-            "--data-dir",
-            d,
-            "--name",
-            name,
-            "--role",
-            role,
-        ])
-        .args(extra)
-        .output()
-        .expect("run vigil admin");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf8")
-        .trim()
-        .to_owned()
-}
-
 fn glucose(device: &str, v: f64, t: Timestamp) -> Record {
     let metric: Metric = "2339-0".parse().expect("glucose");
     let mut r = Reading::quantity(DeviceId::new(device).expect("id"), metric, v, t);
@@ -157,14 +130,11 @@ async fn every_role_sees_only_its_patients_and_writes_only_what_its_role_allows(
     let site = Site::new();
     let tokens = [
         ("admin", site.admin.clone()),
-        ("clinician-on-team", token(&site, "dr-in", "clinician", &[])),
-        (
-            "clinician-off-team",
-            token(&site, "dr-out", "clinician", &[]),
-        ),
-        ("nurse-on-team", token(&site, "nurse-in", "nurse", &[])),
-        ("caregiver-of-a", token(&site, "carer-a", "caregiver", &[])),
-        ("patient-a", token(&site, A, "patient", &[])),
+        ("clinician-on-team", site.token("dr-in", "clinician")),
+        ("clinician-off-team", site.token("dr-out", "clinician")),
+        ("nurse-on-team", site.token("nurse-in", "nurse")),
+        ("caregiver-of-a", site.token("carer-a", "caregiver")),
+        ("patient-a", site.token(A, "patient")),
     ];
     let hub = harness::spawn_hub(&site.hub_dir(), "127.0.0.1:0");
     let w = world(site, hub).await;
@@ -323,8 +293,8 @@ async fn every_role_sees_only_its_patients_and_writes_only_what_its_role_allows(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idor_attempts_on_another_patient_answer_not_found() {
     let site = Site::new();
-    let patient_a = token(&site, A, "patient", &[]);
-    let carer_a = token(&site, "carer-a", "caregiver", &[]);
+    let patient_a = site.token(A, "patient");
+    let carer_a = site.token("carer-a", "caregiver");
     let hub = harness::spawn_hub(&site.hub_dir(), "127.0.0.1:0");
     let w = world(site, hub).await;
     let u = &w.hub.url;
@@ -376,7 +346,7 @@ async fn idor_attempts_on_another_patient_answer_not_found() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_and_unknown_tokens_are_unauthorized() {
     let site = Site::new();
-    let expiring = token(&site, "dr-in", "clinician", &["--expires-in", "1s"]);
+    let expiring = site.token_with("dr-in", "clinician", &["--expires-in", "1s"]);
     let hub = harness::spawn_hub(&site.hub_dir(), "127.0.0.1:0");
     let c = harness::client();
     let u = &hub.url;
@@ -394,7 +364,7 @@ async fn expired_and_unknown_tokens_are_unauthorized() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_alert_stream_carries_only_transitions_of_visible_patients() {
     let site = Site::new();
-    let dr_in = token(&site, "dr-in", "clinician", &[]);
+    let dr_in = site.token("dr-in", "clinician");
     let hub = harness::spawn_hub(&site.hub_dir(), "127.0.0.1:0");
     let w = world(site, hub).await;
     // Replay from the start: both patients have an open alert in storage.

@@ -9,32 +9,6 @@ use std::process::Stdio;
 use std::time::Duration;
 use vigil_model::{DeviceId, Metric, Reading, Record, Source, Timestamp};
 
-fn create_token(site: &Site, name: &str, role: &str) -> String {
-    let d = site.dir.path().to_str().expect("utf8 path");
-    let out = harness::vigil()
-        .args([
-            "admin",
-            "create-token",
-            "--data-dir",
-            d,
-            "--name",
-            name,
-            "--role",
-            role,
-        ])
-        .output()
-        .expect("run vigil admin");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf8")
-        .trim()
-        .to_owned()
-}
-
 /// The hub with a 2 s escalation period, set through the environment like an operator would.
 fn spawn_hub(site: &Site) -> Proc {
     let mut child = harness::vigil()
@@ -135,7 +109,7 @@ impl Events {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn critical_readings_alert_a_live_client_and_only_the_unacknowledged_alert_escalates() {
     let site = Site::new();
-    let dr_a = create_token(&site, "dr-a", "clinician");
+    let dr_a = site.token("dr-a", "clinician");
     let hub = spawn_hub(&site);
     let gw = harness::spawn_gateway(&hub.url, &site.gateway_token_file, &site.outbox(), 100);
     let c = harness::client();

@@ -3,21 +3,12 @@
 //! alert in its outbox, and delivers it with its original time once the hub is up.
 
 use crate::harness::*;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use vigil_model::{Reading, Record, Timestamp};
 use vigil_sim::LoadSpec;
-
-fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{tag}-{}-{nanos}", std::process::id())
-}
 
 /// A gateway process with edge alarms; its address once it announces it.
 fn spawn_edge_gateway(hub_url: &str, token_file: &Path, outbox: &Path, alarms: &[&str]) -> Proc {
@@ -63,45 +54,6 @@ fn spawn_edge_gateway(hub_url: &str, token_file: &Path, outbox: &Path, alarms: &
     Proc { child, url }
 }
 
-/// Subscribes to `filter` on Mosquitto; every message with the instant it arrived.
-async fn subscriber(
-    filter: &str,
-) -> tokio::sync::mpsc::UnboundedReceiver<(Instant, String, serde_json::Value)> {
-    let mut o = MqttOptions::new(unique("edge-it-sub"), "127.0.0.1", 1883);
-    o.set_keep_alive(Duration::from_secs(5));
-    let (client, mut el) = AsyncClient::new(o, 64);
-    client
-        .subscribe(filter, QoS::AtLeastOnce)
-        .await
-        .expect("queue subscribe");
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let _client = client;
-        let mut ready = Some(ready_tx);
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(r) = ready.take() {
-                        let _ = r.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let v = serde_json::from_slice(&p.payload).unwrap_or_default();
-                    let _ = tx.send((Instant::now(), p.topic.clone(), v));
-                }
-                Ok(_) => {}
-                Err(e) => panic!("MQTT broker at 127.0.0.1:1883 unreachable: {e}"),
-            }
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(10), ready_rx)
-        .await
-        .expect("subscription confirmed (is Mosquitto running?)")
-        .expect("subscriber alive");
-    rx
-}
-
 #[tokio::test]
 async fn edge_alarm_fires_offline_and_the_alert_reaches_the_hub_with_its_time() {
     let site = Site::new();
@@ -121,7 +73,7 @@ async fn edge_alarm_fires_offline_and_the_alert_reaches_the_hub_with_its_time() 
     let patient = g.patients()[0].id.clone();
 
     let root = unique("edge-it-alarms");
-    let mut alarms = subscriber(&format!("{root}/#")).await;
+    let mut alarms = mqtt_subscriber(&format!("{root}/#")).await;
     let action = format!("mqtt://127.0.0.1:1883/{root}/{{device}}");
     let gw = spawn_edge_gateway(
         &hub_url,

@@ -1,5 +1,6 @@
 //! Spawning and talking to real hub and gateway processes.
 
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -134,6 +135,25 @@ impl Site {
             gateway_token_file,
         }
     }
+    /// A new API token for `name` with `role` (`extra`: more `admin create-token` flags).
+    pub fn token_with(&self, name: &str, role: &str, extra: &[&str]) -> String {
+        let d = self.dir.path().to_str().expect("utf8 path");
+        let mut args = vec![
+            "admin",
+            "create-token",
+            "--data-dir",
+            d,
+            "--name",
+            name,
+            "--role",
+            role,
+        ];
+        args.extend_from_slice(extra);
+        admin_output(&args)
+    }
+    pub fn token(&self, name: &str, role: &str) -> String {
+        self.token_with(name, role, &[])
+    }
     pub fn hub_dir(&self) -> PathBuf {
         self.dir.path().to_owned()
     }
@@ -143,6 +163,54 @@ impl Site {
     pub fn gateway_token(&self) -> String {
         std::fs::read_to_string(&self.gateway_token_file).expect("token")
     }
+}
+
+/// A name no other test run uses (client ids, topics).
+pub fn unique(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{tag}-{}-{nanos}", std::process::id())
+}
+
+/// Subscribes to `filter` on Mosquitto; every message with the instant it arrived.
+pub async fn mqtt_subscriber(
+    filter: &str,
+) -> tokio::sync::mpsc::UnboundedReceiver<(Instant, String, serde_json::Value)> {
+    let mut o = MqttOptions::new(unique("it-sub"), "127.0.0.1", 1883);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (client, mut el) = AsyncClient::new(o, 64);
+    client
+        .subscribe(filter, QoS::AtLeastOnce)
+        .await
+        .expect("queue subscribe");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _client = client;
+        let mut ready = Some(ready_tx);
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let v = serde_json::from_slice(&p.payload).unwrap_or_default();
+                    let _ = tx.send((Instant::now(), p.topic.clone(), v));
+                }
+                Ok(_) => {}
+                Err(e) => panic!("MQTT broker at 127.0.0.1:1883 unreachable: {e}"),
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), ready_rx)
+        .await
+        .expect("subscription confirmed (is Mosquitto running?)")
+        .expect("subscriber alive");
+    rx
 }
 
 /// A free loopback port (bound and released).

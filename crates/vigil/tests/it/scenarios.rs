@@ -3,7 +3,6 @@
 //! hub down becomes exactly one hub alert with the reading's original time.
 
 use crate::harness::{self, Proc, Site};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -12,40 +11,6 @@ use vigil_model::{DeviceId, Metric, Reading, Record, Source, Timestamp};
 use vigil_sim::{Cohort, Scenario, SimConfig};
 
 const MINUTE_MS: i64 = 60_000;
-
-fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{tag}-{}-{nanos}", std::process::id())
-}
-
-fn create_token(site: &Site, name: &str, role: &str) -> String {
-    let d = site.dir.path().to_str().expect("utf8 path");
-    let out = harness::vigil()
-        .args([
-            "admin",
-            "create-token",
-            "--data-dir",
-            d,
-            "--name",
-            name,
-            "--role",
-            role,
-        ])
-        .output()
-        .expect("run vigil admin");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf8")
-        .trim()
-        .to_owned()
-}
 
 /// Spawns `cmd` and returns once it prints `prefix` followed by its address.
 fn announce(mut cmd: Command, prefix: &'static str) -> Proc {
@@ -188,7 +153,7 @@ async fn a_simulated_deterioration_reaches_a_news2_high_alert_that_a_clinician_a
  {
     const ESCALATE_AFTER_S: u64 = 3;
     let site = Site::new();
-    let dr_a = create_token(&site, "dr-a", "clinician");
+    let dr_a = site.token("dr-a", "clinician");
     let hub = spawn_hub(&site, "127.0.0.1:0", ESCALATE_AFTER_S);
     let gw = harness::spawn_gateway(&hub.url, &site.gateway_token_file, &site.outbox(), 500);
     let c = harness::client();
@@ -398,43 +363,6 @@ async fn a_simulated_deterioration_reaches_a_news2_high_alert_that_a_clinician_a
     );
 }
 
-/// Subscribes to `topic` on Mosquitto; every message with the instant it arrived.
-async fn subscriber(topic: &str) -> tokio::sync::mpsc::UnboundedReceiver<(Instant, Value)> {
-    let mut o = MqttOptions::new(unique("scenario-sub"), "127.0.0.1", 1883);
-    o.set_keep_alive(Duration::from_secs(5));
-    let (client, mut el) = AsyncClient::new(o, 64);
-    client
-        .subscribe(topic, QoS::AtLeastOnce)
-        .await
-        .expect("queue subscribe");
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let _client = client;
-        let mut ready = Some(ready_tx);
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(r) = ready.take() {
-                        let _ = r.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let v = serde_json::from_slice(&p.payload).unwrap_or_default();
-                    let _ = tx.send((Instant::now(), v));
-                }
-                Ok(_) => {}
-                Err(e) => panic!("MQTT broker at 127.0.0.1:1883 unreachable: {e}"),
-            }
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(10), ready_rx)
-        .await
-        .expect("subscription confirmed (is Mosquitto running?)")
-        .expect("subscriber alive");
-    rx
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_hub_unreachable_an_edge_alarm_fires_and_after_reconnect_exactly_one_hub_alert_exists_with_the_original_time()
  {
@@ -465,8 +393,8 @@ async fn with_the_hub_unreachable_an_edge_alarm_fires_and_after_reconnect_exactl
         }
     }
 
-    let topic = unique("vigil-scenario-alarm");
-    let mut alarms = subscriber(&topic).await;
+    let topic = harness::unique("vigil-scenario-alarm");
+    let mut alarms = harness::mqtt_subscriber(&topic).await;
     let mut cmd = harness::vigil();
     cmd.args([
         "--log",
@@ -495,7 +423,7 @@ async fn with_the_hub_unreachable_an_edge_alarm_fires_and_after_reconnect_exactl
     r.source = Source::Manual;
     let sent = Instant::now();
     harness::feed(&c, &gw.url, &[Record::Reading(r)]).await;
-    let (at, body) = tokio::time::timeout(Duration::from_secs(1), alarms.recv())
+    let (at, _topic, body) = tokio::time::timeout(Duration::from_secs(1), alarms.recv())
         .await
         .expect("local alarm within 1 s with no hub")
         .expect("subscriber alive");
