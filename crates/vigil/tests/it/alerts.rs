@@ -2,47 +2,9 @@
 //! engine, an SSE client sees the alerts, an acknowledged alert never escalates and an
 //! unacknowledged one escalates to the patient's backup clinician.
 
-use crate::harness::{self, Proc, Site};
+use crate::harness::{self, Site};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
-use std::time::Duration;
 use vigil_model::{DeviceId, Metric, Reading, Record, Source, Timestamp};
-
-/// The hub with a 2 s escalation period, set through the environment like an operator would.
-fn spawn_hub(site: &Site) -> Proc {
-    let mut child = harness::vigil()
-        .args([
-            "--log",
-            "warn",
-            "hub",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(site.hub_dir())
-        .env("VIGIL_HUB__ESCALATE_AFTER_S", "2")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn hub");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if !sent && let Some(rest) = line.strip_prefix("hub listening on ") {
-                let _ = tx.send(rest.trim().to_owned());
-                sent = true;
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("hub announces its address");
-    Proc { child, url }
-}
 
 fn glucose(device: &str, v: f64, t: Timestamp) -> Record {
     let metric: Metric = "2339-0".parse().expect("glucose");
@@ -51,71 +13,20 @@ fn glucose(device: &str, v: f64, t: Timestamp) -> Record {
     Record::Reading(r)
 }
 
-async fn send(
-    c: &reqwest::Client,
-    method: reqwest::Method,
-    url: String,
-    token: &str,
-    body: Value,
-) -> Value {
-    let r = c
-        .request(method, url)
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .expect("hub reachable");
-    let status = r.status();
-    let v: Value = r.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "{status}: {v}");
-    v
-}
-
-/// SSE frames as (id, data).
-struct Events {
-    resp: reqwest::Response,
-    buf: String,
-}
-
-impl Events {
-    async fn next(&mut self) -> (i64, Value) {
-        loop {
-            if let Some(end) = self.buf.find("\n\n") {
-                let frame: String = self.buf.drain(..end + 2).collect();
-                let mut id = None;
-                let mut data = None;
-                for line in frame.lines() {
-                    if let Some(v) = line.strip_prefix("id:") {
-                        id = v.trim().parse::<i64>().ok();
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data = serde_json::from_str::<Value>(v.trim()).ok();
-                    }
-                }
-                if let (Some(id), Some(data)) = (id, data) {
-                    return (id, data);
-                }
-                continue;
-            }
-            let chunk = tokio::time::timeout(Duration::from_secs(30), self.resp.chunk())
-                .await
-                .expect("an alert event in time")
-                .expect("stream")
-                .expect("stream open");
-            self.buf.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn critical_readings_alert_a_live_client_and_only_the_unacknowledged_alert_escalates() {
     let site = Site::new();
     let dr_a = site.token("dr-a", "clinician");
-    let hub = spawn_hub(&site);
+    let hub = harness::spawn_hub_with(
+        &site.hub_dir(),
+        "127.0.0.1:0",
+        &[("VIGIL_HUB__ESCALATE_AFTER_S", "2")],
+    );
     let gw = harness::spawn_gateway(&hub.url, &site.gateway_token_file, &site.outbox(), 100);
     let c = harness::client();
     let admin = site.admin.clone();
     for (p, d) in [("p-acked", "d-acked"), ("p-left", "d-left")] {
-        send(
+        harness::call(
             &c,
             reqwest::Method::POST,
             format!("{}/api/v1/patients", hub.url),
@@ -123,7 +34,7 @@ async fn critical_readings_alert_a_live_client_and_only_the_unacknowledged_alert
             json!({"id": p}),
         )
         .await;
-        send(
+        harness::call(
             &c,
             reqwest::Method::POST,
             format!("{}/api/v1/devices", hub.url),
@@ -131,7 +42,7 @@ async fn critical_readings_alert_a_live_client_and_only_the_unacknowledged_alert
             json!({"id": d, "kind": "wearable"}),
         )
         .await;
-        send(
+        harness::call(
             &c,
             reqwest::Method::POST,
             format!("{}/api/v1/assignments", hub.url),
@@ -139,7 +50,7 @@ async fn critical_readings_alert_a_live_client_and_only_the_unacknowledged_alert
             json!({"device": d, "patient": p, "from": "2000-01-01T00:00:00Z"}),
         )
         .await;
-        send(
+        harness::call(
             &c,
             reqwest::Method::PUT,
             format!("{}/api/v1/patients/{p}/care-team", hub.url),
@@ -149,17 +60,7 @@ async fn critical_readings_alert_a_live_client_and_only_the_unacknowledged_alert
         .await;
     }
     // A live client, connected before anything happens.
-    let sse = reqwest::Client::new()
-        .get(format!("{}/api/v1/alerts/stream", hub.url))
-        .bearer_auth(&dr_a)
-        .send()
-        .await
-        .expect("stream");
-    assert_eq!(sse.status(), 200);
-    let mut events = Events {
-        resp: sse,
-        buf: String::new(),
-    };
+    let mut events = harness::AlertStream::open(&hub.url, &dr_a).await;
     let t = Timestamp::now().saturating_add_millis(-10_000);
     harness::feed(
         &c,
@@ -169,7 +70,7 @@ async fn critical_readings_alert_a_live_client_and_only_the_unacknowledged_alert
     .await;
     let mut opened = std::collections::HashMap::new();
     while opened.len() < 2 {
-        let (_, e) = events.next().await;
+        let e = events.next().await;
         assert_eq!(e["to"], "open", "{e}");
         assert_eq!(e["rule_id"], "hypoglycaemia-level-2");
         opened.insert(
@@ -179,7 +80,7 @@ async fn critical_readings_alert_a_live_client_and_only_the_unacknowledged_alert
     }
     let acked = opened["p-acked"];
     let left = opened["p-left"];
-    send(
+    harness::call(
         &c,
         reqwest::Method::POST,
         format!("{}/api/v1/alerts/{acked}/acknowledge", hub.url),
@@ -187,21 +88,21 @@ async fn critical_readings_alert_a_live_client_and_only_the_unacknowledged_alert
         json!({}),
     )
     .await;
-    let (_, e) = events.next().await;
+    let e = events.next().await;
     assert_eq!(
         (e["alert_id"].as_i64(), e["to"].as_str()),
         (Some(acked), Some("acknowledged"))
     );
     assert_eq!(e["actor"], "dr-a");
     // Only the other patient's alert escalates, to level 1 (backup clinicians).
-    let (_, e) = events.next().await;
+    let e = events.next().await;
     assert_eq!(
         (e["alert_id"].as_i64(), e["to"].as_str()),
         (Some(left), Some("escalated")),
         "{e}"
     );
     assert_eq!(e["escalation_level"], 1);
-    let a = send(
+    let a = harness::call(
         &c,
         reqwest::Method::GET,
         format!("{}/api/v1/alerts/{acked}", hub.url),
@@ -211,7 +112,7 @@ async fn critical_readings_alert_a_live_client_and_only_the_unacknowledged_alert
     .await;
     assert_eq!(a["alert"]["status"], "acknowledged");
     assert_eq!(a["alert"]["escalation_level"], 0);
-    let n = send(
+    let n = harness::call(
         &c,
         reqwest::Method::GET,
         format!("{}/api/v1/notifications", hub.url),

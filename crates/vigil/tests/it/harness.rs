@@ -32,7 +32,8 @@ impl Drop for Proc {
     }
 }
 
-fn spawn_announcing(mut cmd: Command, prefix: &str) -> Proc {
+/// Spawns `cmd` and returns once it prints `prefix` followed by its address.
+pub fn spawn_announcing(mut cmd: Command, prefix: &str) -> Proc {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -58,10 +59,87 @@ fn spawn_announcing(mut cmd: Command, prefix: &str) -> Proc {
 }
 
 pub fn spawn_hub(data_dir: &Path, listen: &str) -> Proc {
+    spawn_hub_with(data_dir, listen, &[])
+}
+
+/// A hub with settings from the environment, as an operator sets them.
+pub fn spawn_hub_with(data_dir: &Path, listen: &str, env: &[(&str, &str)]) -> Proc {
     let mut cmd = vigil();
     cmd.args(["--log", "warn", "hub", "--listen", listen, "--data-dir"])
-        .arg(data_dir);
+        .arg(data_dir)
+        .envs(env.iter().copied());
     spawn_announcing(cmd, "hub listening on ")
+}
+
+/// An authenticated API call that must succeed; its JSON answer (a null body sends none).
+pub async fn call(
+    c: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let mut req = c.request(method, url).bearer_auth(token);
+    if !body.is_null() {
+        req = req.json(&body);
+    }
+    let r = req.send().await.expect("hub reachable");
+    let status = r.status();
+    let v: serde_json::Value = r.json().await.unwrap_or(serde_json::Value::Null);
+    assert!(status.is_success(), "{status}: {v}");
+    v
+}
+
+/// The live alert stream (Server-Sent Events) as a dashboard reads it.
+pub struct AlertStream {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl AlertStream {
+    pub async fn open(hub: &str, token: &str) -> Self {
+        let resp = reqwest::Client::new()
+            .get(format!("{hub}/api/v1/alerts/stream"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("stream");
+        assert_eq!(resp.status(), 200);
+        Self {
+            resp,
+            buf: String::new(),
+        }
+    }
+
+    /// The next transition, or `None` once `deadline` passes.
+    pub async fn next_before(&mut self, deadline: Instant) -> Option<serde_json::Value> {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let frame: String = self.buf.drain(..end + 2).collect();
+                let data = frame
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data:"))
+                    .and_then(|v| serde_json::from_str::<serde_json::Value>(v.trim()).ok());
+                if let Some(data) = data {
+                    return Some(data);
+                }
+                continue;
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let chunk = match tokio::time::timeout(left, self.resp.chunk()).await {
+                Err(_) => return None,
+                Ok(r) => r.expect("stream").expect("stream open"),
+            };
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// The next transition within 30 s.
+    pub async fn next(&mut self) -> serde_json::Value {
+        self.next_before(Instant::now() + Duration::from_secs(30))
+            .await
+            .expect("an alert event in time")
+    }
 }
 
 pub fn spawn_gateway(hub_url: &str, token_file: &Path, outbox: &Path, batch: usize) -> Proc {

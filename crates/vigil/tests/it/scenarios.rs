@@ -4,109 +4,20 @@
 
 use crate::harness::{self, Proc, Site};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use vigil_model::{DeviceId, Metric, Reading, Record, Source, Timestamp};
 use vigil_sim::{Cohort, Scenario, SimConfig};
 
 const MINUTE_MS: i64 = 60_000;
 
-/// Spawns `cmd` and returns once it prints `prefix` followed by its address.
-fn announce(mut cmd: Command, prefix: &'static str) -> Proc {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn vigil");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if !sent && let Some(rest) = line.strip_prefix(prefix) {
-                let _ = tx.send(rest.trim().to_owned());
-                sent = true;
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("process announces its address");
-    Proc { child, url }
-}
-
 /// A hub escalating unacknowledged alerts after `escalate_after_s`, set like an operator would.
 fn spawn_hub(site: &Site, listen: &str, escalate_after_s: u64) -> Proc {
-    let mut cmd = harness::vigil();
-    cmd.args(["--log", "warn", "hub", "--listen", listen, "--data-dir"])
-        .arg(site.hub_dir())
-        .env("VIGIL_HUB__ESCALATE_AFTER_S", escalate_after_s.to_string());
-    announce(cmd, "hub listening on ")
-}
-
-async fn send(
-    c: &reqwest::Client,
-    method: reqwest::Method,
-    url: String,
-    token: &str,
-    body: Value,
-) -> Value {
-    let mut req = c.request(method, url).bearer_auth(token);
-    if !body.is_null() {
-        req = req.json(&body);
-    }
-    let r = req.send().await.expect("hub reachable");
-    let status = r.status();
-    let v: Value = r.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "{status}: {v}");
-    v
-}
-
-/// SSE frames from the alert stream, as transition JSON.
-struct Events {
-    resp: reqwest::Response,
-    buf: String,
-}
-
-impl Events {
-    async fn open(hub: &str, token: &str) -> Self {
-        let resp = reqwest::Client::new()
-            .get(format!("{hub}/api/v1/alerts/stream"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("stream");
-        assert_eq!(resp.status(), 200);
-        Self {
-            resp,
-            buf: String::new(),
-        }
-    }
-
-    /// The next transition, or `None` once `deadline` passes.
-    async fn next_before(&mut self, deadline: Instant) -> Option<Value> {
-        loop {
-            if let Some(end) = self.buf.find("\n\n") {
-                let frame: String = self.buf.drain(..end + 2).collect();
-                let data = frame
-                    .lines()
-                    .find_map(|l| l.strip_prefix("data:"))
-                    .and_then(|v| serde_json::from_str::<Value>(v.trim()).ok());
-                if let Some(data) = data {
-                    return Some(data);
-                }
-                continue;
-            }
-            let left = deadline.checked_duration_since(Instant::now())?;
-            let chunk = match tokio::time::timeout(left, self.resp.chunk()).await {
-                Err(_) => return None,
-                Ok(r) => r.expect("stream").expect("stream open"),
-            };
-            self.buf.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    }
+    let escalate = escalate_after_s.to_string();
+    harness::spawn_hub_with(
+        &site.hub_dir(),
+        listen,
+        &[("VIGIL_HUB__ESCALATE_AFTER_S", &escalate)],
+    )
 }
 
 async fn alert_queue(c: &reqwest::Client, hub: &str) -> Option<u64> {
@@ -137,7 +48,7 @@ async fn wait_settled(c: &reqwest::Client, hub: &str, gateway: &str, limit: Dura
 }
 
 async fn alerts_of(c: &reqwest::Client, hub: &str, admin: &str, patient: &str) -> Vec<Value> {
-    let v = send(
+    let v = harness::call(
         c,
         reqwest::Method::GET,
         format!("{hub}/api/v1/alerts?status=all&patient={patient}"),
@@ -183,7 +94,7 @@ async fn a_simulated_deterioration_reaches_a_news2_high_alert_that_a_clinician_a
     // Enrol the cohort through the API.
     for p in cohort.patients() {
         let v = serde_json::to_value(p).expect("patient");
-        send(
+        harness::call(
             &c,
             reqwest::Method::POST,
             format!("{}/api/v1/patients", hub.url),
@@ -194,7 +105,7 @@ async fn a_simulated_deterioration_reaches_a_news2_high_alert_that_a_clinician_a
     }
     for d in cohort.devices() {
         let v = serde_json::to_value(d).expect("device");
-        send(
+        harness::call(
             &c,
             reqwest::Method::POST,
             format!("{}/api/v1/devices", hub.url),
@@ -205,7 +116,7 @@ async fn a_simulated_deterioration_reaches_a_news2_high_alert_that_a_clinician_a
     }
     for a in cohort.assignments() {
         let v = serde_json::to_value(a).expect("assignment");
-        send(
+        harness::call(
             &c,
             reqwest::Method::POST,
             format!("{}/api/v1/assignments", hub.url),
@@ -215,7 +126,7 @@ async fn a_simulated_deterioration_reaches_a_news2_high_alert_that_a_clinician_a
         .await;
     }
     for p in [&septic, &well] {
-        send(
+        harness::call(
             &c,
             reqwest::Method::PUT,
             format!("{}/api/v1/patients/{p}/care-team", hub.url),
@@ -224,7 +135,7 @@ async fn a_simulated_deterioration_reaches_a_news2_high_alert_that_a_clinician_a
         )
         .await;
         // The nurse on the round: alert, on air. Nothing to score yet: no readings.
-        let r = send(
+        let r = harness::call(
             &c,
             reqwest::Method::POST,
             format!("{}/api/v1/patients/{p}/assessments", hub.url),
@@ -236,7 +147,7 @@ async fn a_simulated_deterioration_reaches_a_news2_high_alert_that_a_clinician_a
     }
 
     // A live client, connected before any data flows.
-    let mut events = Events::open(&hub.url, &dr_a).await;
+    let mut events = harness::AlertStream::open(&hub.url, &dr_a).await;
     let time = |r: &Record| match r {
         Record::Reading(r) => r.time,
         Record::Event(e) => e.time,
@@ -263,7 +174,7 @@ async fn a_simulated_deterioration_reaches_a_news2_high_alert_that_a_clinician_a
             break e["alert_id"].as_i64().expect("alert id");
         }
     };
-    let a = send(
+    let a = harness::call(
         &c,
         reqwest::Method::GET,
         format!("{}/api/v1/alerts/{news2}", hub.url),
@@ -276,7 +187,7 @@ async fn a_simulated_deterioration_reaches_a_news2_high_alert_that_a_clinician_a
     assert!(message.contains("high risk"), "{a}");
     assert!(a["alert"]["value"].as_f64().unwrap_or(0.0) >= 7.0, "{a}");
 
-    let r = send(
+    let r = harness::call(
         &c,
         reqwest::Method::POST,
         format!("{}/api/v1/alerts/{news2}/acknowledge", hub.url),
@@ -313,7 +224,7 @@ async fn a_simulated_deterioration_reaches_a_news2_high_alert_that_a_clinician_a
         others_escalated > 0,
         "the septic patient's unacknowledged threshold alerts escalated meanwhile"
     );
-    let a = send(
+    let a = harness::call(
         &c,
         reqwest::Method::GET,
         format!("{}/api/v1/alerts/{news2}", hub.url),
@@ -323,7 +234,7 @@ async fn a_simulated_deterioration_reaches_a_news2_high_alert_that_a_clinician_a
     .await;
     assert_eq!(a["alert"]["status"], "acknowledged", "{a}");
     assert_eq!(a["alert"]["escalation_level"], 0, "{a}");
-    let n = send(
+    let n = harness::call(
         &c,
         reqwest::Method::GET,
         format!("{}/api/v1/notifications", hub.url),
@@ -382,7 +293,7 @@ async fn with_the_hub_unreachable_an_edge_alarm_fires_and_after_reconnect_exactl
                 json!({"device": device, "patient": patient, "from": "2000-01-01T00:00:00Z"}),
             ),
         ] {
-            send(
+            harness::call(
                 &c,
                 reqwest::Method::POST,
                 format!("{}/api/v1/{path}", hub.url),
@@ -412,7 +323,7 @@ async fn with_the_hub_unreachable_an_edge_alarm_fires_and_after_reconnect_exactl
     .args(["--edge-alarm", &format!("mqtt://127.0.0.1:1883/{topic}")])
     .env("VIGIL_GATEWAY__BACKOFF_MIN_MS", "50")
     .env("VIGIL_GATEWAY__BACKOFF_MAX_MS", "500");
-    let gw = announce(cmd, "gateway listening on ");
+    let gw = harness::spawn_announcing(cmd, "gateway listening on ");
     // Give the alarm publisher its broker connection.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -450,7 +361,7 @@ async fn with_the_hub_unreachable_an_edge_alarm_fires_and_after_reconnect_exactl
         hypo[0]
     );
     let id = hypo[0]["id"].as_i64().expect("id");
-    let a = send(
+    let a = harness::call(
         &c,
         reqwest::Method::GET,
         format!("{}/api/v1/alerts/{id}", hub.url),
