@@ -1,15 +1,17 @@
 //! Least-privilege access to patient data: one place decides who may read or change what.
 //!
 //! Roles `admin` and `integration` see every patient. Clinicians and nurses see the patients
-//! whose care team lists them as primary or backup; caregivers those whose care team lists
-//! them as caregiver; a `patient` token only the patient whose id equals the token's name.
-//! A patient outside the caller's scope answers 404 (its existence is not revealed); a write
-//! the caller's role may not do answers 403.
+//! whose care team lists them as primary or backup, and a patient they hold a running
+//! break-glass grant for; caregivers only the patients whose active consent names them (the
+//! care team's `caregivers` list routes notifications, it grants no access); a `patient`
+//! token only the patient whose id equals the token's name. A patient outside the caller's
+//! scope answers 404 (its existence is not revealed); a write the caller's role may not do
+//! answers 403.
 
 use crate::auth::User;
 use crate::{ApiError, AppState};
 use std::collections::BTreeSet;
-use vigil_model::PatientId;
+use vigil_model::{PatientId, Timestamp};
 use vigil_store::CareTeam;
 
 /// Which patients a caller may see.
@@ -37,9 +39,14 @@ fn on_team(u: &User, team: &CareTeam) -> bool {
     let listed = |l: &[String]| l.iter().any(|n| n == &u.name);
     match u.role.as_str() {
         "clinician" | "nurse" => listed(&team.primary) || listed(&team.backup),
-        "caregiver" => listed(&team.caregivers),
         _ => false,
     }
+}
+
+/// Whether `u` is a clinician or nurse on `patient`'s care team (break-glass is for those
+/// who are not).
+pub async fn on_care_team(st: &AppState, u: &User, patient: &PatientId) -> Result<bool, ApiError> {
+    Ok(on_team(u, &st.store.care_team(patient).await?))
 }
 
 fn not_found(patient: &PatientId) -> ApiError {
@@ -53,7 +60,17 @@ async fn in_scope(st: &AppState, u: &User, patient: &PatientId) -> Result<bool, 
     }
     match u.role.as_str() {
         "patient" => Ok(patient.as_str() == u.name),
-        "clinician" | "nurse" | "caregiver" => Ok(on_team(u, &st.store.care_team(patient).await?)),
+        "clinician" | "nurse" => Ok(on_team(u, &st.store.care_team(patient).await?)
+            || st
+                .store
+                .break_glass_patients(&u.name, Timestamp::now())
+                .await?
+                .contains(patient)),
+        "caregiver" => Ok(st
+            .store
+            .consented_patients(&u.name, Timestamp::now())
+            .await?
+            .contains(patient)),
         _ => Ok(false),
     }
 }
@@ -100,13 +117,25 @@ pub async fn visible_patients(st: &AppState, u: &User) -> Result<Visibility, Api
                 set.insert(id);
             }
         }
-        "clinician" | "nurse" | "caregiver" => {
+        "clinician" | "nurse" => {
             for s in st.store.patients().await? {
                 let id = s.patient.id;
                 if on_team(u, &st.store.care_team(&id).await?) {
                     set.insert(id);
                 }
             }
+            set.extend(
+                st.store
+                    .break_glass_patients(&u.name, Timestamp::now())
+                    .await?,
+            );
+        }
+        "caregiver" => {
+            set.extend(
+                st.store
+                    .consented_patients(&u.name, Timestamp::now())
+                    .await?,
+            );
         }
         _ => {}
     }
@@ -121,4 +150,28 @@ pub fn require_operator(u: &User) -> Result<(), ApiError> {
     } else {
         Err(ApiError::Forbidden)
     }
+}
+
+/// Who may record, list and revoke a patient's consents: the patient themself and admins.
+/// Others answer 404 when the patient is outside their scope, else 403.
+pub async fn can_manage_consent(
+    st: &AppState,
+    u: &User,
+    patient: &PatientId,
+) -> Result<(), ApiError> {
+    if u.role == "admin" || (u.role == "patient" && u.name == patient.as_str()) {
+        return Ok(());
+    }
+    can_read_patient(st, u, patient).await?;
+    Err(ApiError::Forbidden)
+}
+
+/// Who may export a patient's whole record (right of access): the patient themself and
+/// admins. Others answer 404 when the patient is outside their scope, else 403.
+pub async fn can_export_patient(
+    st: &AppState,
+    u: &User,
+    patient: &PatientId,
+) -> Result<(), ApiError> {
+    can_manage_consent(st, u, patient).await
 }

@@ -15,6 +15,7 @@ pub mod auth;
 mod error;
 mod fhir_routes;
 pub mod notify;
+pub mod privacy_routes;
 mod routes;
 
 pub use error::ApiError;
@@ -63,6 +64,10 @@ pub struct HubConfig {
     pub battery_low_percent: f64,
     /// A later battery event at or above this percentage resolves `low-battery`.
     pub battery_ok_percent: f64,
+    /// How long a break-glass grant lasts, in minutes (fractions allowed).
+    pub break_glass_minutes: f64,
+    /// Retention periods per kind of data (`[hub.retention]`).
+    pub retention: privacy_routes::RetentionConfig,
 }
 
 impl Default for HubConfig {
@@ -82,6 +87,8 @@ impl Default for HubConfig {
             stale_check_ms: 5000,
             battery_low_percent: 20.0,
             battery_ok_percent: 30.0,
+            break_glass_minutes: 60.0,
+            retention: privacy_routes::RetentionConfig::default(),
         }
     }
 }
@@ -190,6 +197,7 @@ pub async fn serve(
             }
         })
     });
+    let retention = privacy_routes::spawn_retention(&state);
     let evaluator = tokio::spawn(
         state
             .alerts
@@ -215,9 +223,16 @@ pub async fn serve(
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
-    for task in [compactor, escalator, stale, Some(notifier), Some(evaluator)]
-        .into_iter()
-        .flatten()
+    for task in [
+        compactor,
+        escalator,
+        stale,
+        retention,
+        Some(notifier),
+        Some(evaluator),
+    ]
+    .into_iter()
+    .flatten()
     {
         task.abort();
     }

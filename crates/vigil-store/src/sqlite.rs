@@ -47,26 +47,28 @@ CREATE TABLE IF NOT EXISTS api_token(hash BLOB PRIMARY KEY, name TEXT NOT NULL, 
 ";
 
 #[derive(Debug, Default)]
-struct Cache {
-    patients: HashMap<PatientId, i64>,
-    devices: HashMap<DeviceId, Option<String>>,
-    assignments: HashMap<DeviceId, Vec<Assignment>>,
-    metric_ids: HashMap<Metric, i64>,
-    metrics_by_id: HashMap<i64, Metric>,
+pub(crate) struct Cache {
+    pub(crate) patients: HashMap<PatientId, i64>,
+    pub(crate) devices: HashMap<DeviceId, Option<String>>,
+    pub(crate) assignments: HashMap<DeviceId, Vec<Assignment>>,
+    pub(crate) metric_ids: HashMap<Metric, i64>,
+    pub(crate) metrics_by_id: HashMap<i64, Metric>,
+    /// Devices whose enrolment was revoked: their records are quarantined.
+    pub(crate) revoked: std::collections::HashSet<DeviceId>,
 }
 
 /// The embedded SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
-    cache: RwLock<Cache>,
+    pub(crate) cache: RwLock<Cache>,
 }
 
 fn open_conn(path: &Path) -> Result<Connection, rusqlite::Error> {
@@ -77,15 +79,15 @@ fn open_conn(path: &Path) -> Result<Connection, rusqlite::Error> {
     Ok(c)
 }
 
-fn engine<E: std::fmt::Display>(e: E) -> StoreError {
+pub(crate) fn engine<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Engine(e.to_string())
 }
 
-fn poisoned<T>(_: T) -> StoreError {
+pub(crate) fn poisoned<T>(_: T) -> StoreError {
     StoreError::Engine("a storage lock was poisoned by a panic".into())
 }
 
-fn window(t: Timestamp) -> i64 {
+pub(crate) fn window(t: Timestamp) -> i64 {
     t.0.div_euclid(WINDOW_MS)
 }
 
@@ -99,6 +101,7 @@ impl SqliteStore {
         let conn = open_conn(&path)?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(alerts::SCHEMA)?;
+        crate::sqlite_privacy::init(&conn)?;
         let cache = load_cache(&conn)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -115,7 +118,7 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
@@ -128,7 +131,7 @@ impl SqliteStore {
 }
 
 impl Inner {
-    fn read<T>(
+    pub(crate) fn read<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -146,7 +149,7 @@ impl Inner {
         out
     }
 
-    fn write<T>(
+    pub(crate) fn write<T>(
         &self,
         f: impl FnOnce(&Transaction<'_>, &mut Cache) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -193,6 +196,7 @@ fn load_cache(conn: &Connection) -> Result<Cache, StoreError> {
             cache.devices.insert(id, gw);
         }
     }
+    cache.revoked = crate::sqlite_privacy::revoked_devices(conn)?;
     for a in load_assignments(conn, None)? {
         cache
             .assignments
@@ -239,6 +243,12 @@ fn attribute(cache: &Cache, gateway: &str, rec: &Record) -> Result<(PatientId, i
     let Some(enrolled_to) = cache.devices.get(device) else {
         return Err(("unknown_device", format!("device {device} is not enrolled")));
     };
+    if cache.revoked.contains(device) {
+        return Err((
+            "revoked_device",
+            format!("the enrolment of device {device} was revoked"),
+        ));
+    }
     if let Some(g) = enrolled_to
         && g != gateway
     {
@@ -294,7 +304,7 @@ fn quarantine_insert(
     Ok(())
 }
 
-fn stored_from(r: &Reading, hub_received: Timestamp) -> StoredReading {
+pub(crate) fn stored_from(r: &Reading, hub_received: Timestamp) -> StoredReading {
     StoredReading {
         metric: r.metric,
         device: r.device.clone(),
@@ -509,7 +519,7 @@ fn reprocess_tx(tx: &Transaction<'_>, cache: &mut Cache) -> Result<ReprocessOutc
     Ok(out)
 }
 
-fn decode_latest(data: &[u8]) -> Result<StoredReading, StoreError> {
+pub(crate) fn decode_latest(data: &[u8]) -> Result<StoredReading, StoreError> {
     postcard::from_bytes(data).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
