@@ -44,7 +44,7 @@ struct World {
 }
 
 /// Two patients with a reading, an alert each; A's care team is dr-in (primary), nurse-in
-/// (backup) and carer-a (caregiver); B's is dr-b only.
+/// (backup) and carer-a (caregiver, with A's consent); B's is dr-b only.
 async fn world(site: Site, hub: Proc) -> World {
     let gw = harness::spawn_gateway(&hub.url, &site.gateway_token_file, &site.outbox(), 100);
     let c = harness::client();
@@ -86,6 +86,17 @@ async fn world(site: Site, hub: Proc) -> World {
         .await;
         assert_eq!(s, StatusCode::OK, "{v}");
     }
+    // Caregivers see a patient by the patient's consent, which an admin may record on the
+    // patient's behalf; being listed as caregiver on the care team grants nothing.
+    let (s, v) = call(
+        &c,
+        Method::POST,
+        format!("{u}/api/v1/patients/{A}/consents"),
+        &admin,
+        Some(json!({"grantee": "carer-a"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
     let t = Timestamp::now().saturating_add_millis(-10_000);
     harness::feed(
         &c,
@@ -392,4 +403,301 @@ async fn the_alert_stream_carries_only_transitions_of_visible_patients() {
         .collect();
     assert!(!patients.is_empty(), "A's transitions arrive: {text}");
     assert!(patients.iter().all(|p| p == A), "only A: {patients:?}");
+}
+
+async fn status_of(w: &World, method: Method, path: &str, tok: &str, body: Option<Value>) -> u16 {
+    let (s, _) = call(&w.c, method, format!("{}{path}", w.hub.url), tok, body).await;
+    s.as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_export_and_break_glass_follow_the_role_matrix() {
+    let site = Site::new();
+    let patient_a = site.token(A, "patient");
+    let patient_b = site.token(B, "patient");
+    let carer_x = site.token("carer-x", "caregiver");
+    let carer_a = site.token("carer-a", "caregiver");
+    let dr_in = site.token("dr-in", "clinician");
+    let dr_out = site.token("dr-out", "clinician");
+    let nurse_out = site.token("nurse-out", "nurse");
+    // A break-glass grant lasts 3 s on this hub.
+    let hub = harness::spawn_hub_with(
+        &site.hub_dir(),
+        "127.0.0.1:0",
+        &[("VIGIL_HUB__BREAK_GLASS_MINUTES", "0.05")],
+    );
+    let w = world(site, hub).await;
+    let admin = w.admin.clone();
+    let pa = format!("/api/v1/patients/{A}");
+
+    // Export (right of access): the patient themself and admins.
+    for (who, tok, want) in [
+        ("patient-b", &patient_b, 404),
+        ("caregiver with consent", &carer_a, 403),
+        ("clinician on team", &dr_in, 403),
+        ("clinician off team", &dr_out, 404),
+        ("patient-a", &patient_a, 200),
+        ("admin", &admin, 200),
+    ] {
+        let got = status_of(&w, Method::GET, &format!("{pa}/export"), tok, None).await;
+        assert_eq!(got, want, "{who} export of A");
+    }
+
+    // Consent: a caregiver without it sees nothing; with it reads, never writes; revoked, at once
+    // nothing again.
+    for path in ["", "/readings", "/events"] {
+        let got = status_of(&w, Method::GET, &format!("{pa}{path}"), &carer_x, None).await;
+        assert_eq!(got, 404, "caregiver without consent GET A{path}");
+    }
+    let consent = Some(json!({"grantee": "carer-x"}));
+    for (who, tok, want) in [
+        ("patient-b", &patient_b, 404),
+        ("caregiver", &carer_a, 403),
+        ("clinician on team", &dr_in, 403),
+    ] {
+        let got = status_of(
+            &w,
+            Method::POST,
+            &format!("{pa}/consents"),
+            tok,
+            consent.clone(),
+        )
+        .await;
+        assert_eq!(got, want, "{who} records consent for A");
+    }
+    for bad in [
+        json!({"grantee": ""}),
+        json!({"grantee": "carer-x", "scope": "write"}),
+        json!({"grantee": "carer-x", "expires": "2001-01-01T00:00:00Z"}),
+        json!({"grantee": "carer-x", "expires": "tomorrow"}),
+    ] {
+        let (s, v) = call(
+            &w.c,
+            Method::POST,
+            format!("{}{pa}/consents", w.hub.url),
+            &patient_a,
+            Some(bad.clone()),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        assert!(v["code"].is_string(), "{v}");
+    }
+    let got = status_of(
+        &w,
+        Method::POST,
+        &format!("{pa}/consents"),
+        &patient_a,
+        consent,
+    )
+    .await;
+    assert_eq!(got, 201, "patient A grants carer-x");
+    for path in ["", "/readings", "/events", "/care-team"] {
+        let got = status_of(&w, Method::GET, &format!("{pa}{path}"), &carer_x, None).await;
+        assert_eq!(got, 200, "caregiver with consent GET A{path}");
+    }
+    let got = status_of(
+        &w,
+        Method::GET,
+        &format!("/api/v1/patients/{B}"),
+        &carer_x,
+        None,
+    )
+    .await;
+    assert_eq!(got, 404, "consent for A opens nothing of B");
+    let (_, list) = call(
+        &w.c,
+        Method::GET,
+        format!("{}/api/v1/patients", w.hub.url),
+        &carer_x,
+        None,
+    )
+    .await;
+    assert_eq!(list["count"], 1, "{list}");
+    assert_eq!(list["patients"][0]["id"], A);
+    let alert_a = w.alert[A];
+    let got = status_of(
+        &w,
+        Method::POST,
+        &format!("/api/v1/alerts/{alert_a}/resolve"),
+        &carer_x,
+        Some(json!({"note": "fine"})),
+    )
+    .await;
+    assert_eq!(got, 403, "caregivers read only");
+    let (s, consents) = call(
+        &w.c,
+        Method::GET,
+        format!("{}{pa}/consents", w.hub.url),
+        &patient_a,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let active: Vec<&str> = consents["consents"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|c| c["active"] == true)
+                .filter_map(|c| c["grantee"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(active, ["carer-x", "carer-a"], "{consents}");
+    let got = status_of(&w, Method::GET, &format!("{pa}/consents"), &patient_b, None).await;
+    assert_eq!(got, 404, "B lists A's consents");
+    let got = status_of(
+        &w,
+        Method::DELETE,
+        &format!("{pa}/consents/carer-x"),
+        &patient_a,
+        None,
+    )
+    .await;
+    assert_eq!(got, 200, "patient A revokes");
+    for path in ["", "/readings"] {
+        let got = status_of(&w, Method::GET, &format!("{pa}{path}"), &carer_x, None).await;
+        assert_eq!(got, 404, "caregiver after revocation GET A{path}");
+    }
+    let got = status_of(
+        &w,
+        Method::DELETE,
+        &format!("{pa}/consents/carer-x"),
+        &patient_a,
+        None,
+    )
+    .await;
+    assert_eq!(got, 404, "nothing left to revoke");
+
+    // Break-glass: clinicians and nurses outside the team, with a reason, for a limited time.
+    for tok in [&dr_out, &nurse_out] {
+        let got = status_of(&w, Method::GET, &pa, tok, None).await;
+        assert_eq!(got, 404, "outside the team without break-glass");
+    }
+    let reason = Some(json!({"reason": "unconscious in A&E, no team reachable"}));
+    for (who, tok, want) in [
+        ("patient", &patient_a, 403),
+        ("caregiver", &carer_a, 403),
+        ("admin", &admin, 403),
+        ("clinician on team", &dr_in, 409),
+    ] {
+        let got = status_of(
+            &w,
+            Method::POST,
+            &format!("{pa}/break-glass"),
+            tok,
+            reason.clone(),
+        )
+        .await;
+        assert_eq!(got, want, "{who} breaks glass");
+    }
+    for bad in [json!({}), json!({"reason": "   because  "})] {
+        let (s, v) = call(
+            &w.c,
+            Method::POST,
+            format!("{}{pa}/break-glass", w.hub.url),
+            &dr_out,
+            Some(bad),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(v["code"], "reason_required");
+    }
+    let got = status_of(
+        &w,
+        Method::POST,
+        "/api/v1/patients/nobody/break-glass",
+        &dr_out,
+        reason.clone(),
+    )
+    .await;
+    assert_eq!(got, 404);
+    let (s, grant) = call(
+        &w.c,
+        Method::POST,
+        format!("{}{pa}/break-glass", w.hub.url),
+        &dr_out,
+        reason,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{grant}");
+    let until = Timestamp::parse(grant["until"].as_str().expect("until")).expect("time");
+    for path in ["", "/readings", "/events"] {
+        let got = status_of(&w, Method::GET, &format!("{pa}{path}"), &dr_out, None).await;
+        // The grant may only have run out if the hub's clock passed `until`.
+        if Timestamp::now() < until {
+            assert_eq!(got, 200, "clinician with break-glass GET A{path}");
+        }
+    }
+    let got = status_of(
+        &w,
+        Method::GET,
+        &format!("/api/v1/patients/{B}"),
+        &dr_out,
+        None,
+    )
+    .await;
+    assert_eq!(got, 404, "break-glass for A opens nothing of B");
+    let got = status_of(&w, Method::GET, &pa, &nurse_out, None).await;
+    assert_eq!(got, 404, "another user's break-glass grants nothing");
+    // Reported to admins: the log (admin only) and a queued notification per admin.
+    let got = status_of(&w, Method::GET, "/api/v1/break-glass", &dr_out, None).await;
+    assert_eq!(got, 403);
+    let (_, log) = call(
+        &w.c,
+        Method::GET,
+        format!("{}/api/v1/break-glass", w.hub.url),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(log["count"], 1, "{log}");
+    assert_eq!(log["break_glass"][0]["user"], "dr-out");
+    assert_eq!(log["break_glass"][0]["patient"], A);
+    assert_eq!(
+        log["break_glass"][0]["reason"],
+        "unconscious in A&E, no team reachable"
+    );
+    let (_, notes) = call(
+        &w.c,
+        Method::GET,
+        format!("{}/api/v1/notifications", w.hub.url),
+        &admin,
+        None,
+    )
+    .await;
+    let reported: Vec<&Value> = notes["notifications"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|n| n["payload"]["event"] == "break-glass")
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(reported.len(), 1, "{notes}");
+    assert_eq!(reported[0]["target"], "test-admin");
+    assert_eq!(reported[0]["channel"], "user");
+    // Then the grant runs out and the record is closed again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = status_of(&w, Method::GET, &pa, &dr_out, None).await;
+        if got == 404 {
+            assert!(
+                Timestamp::now() >= until,
+                "closed only once the grant ran out"
+            );
+            break;
+        }
+        assert_eq!(got, 200);
+        assert!(Instant::now() < deadline, "break-glass grant ends");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, list) = call(
+        &w.c,
+        Method::GET,
+        format!("{}/api/v1/patients", w.hub.url),
+        &dr_out,
+        None,
+    )
+    .await;
+    assert_eq!(list["count"], 0, "{list}");
 }

@@ -9,5 +9,6 @@ mod edge;
 mod fhir;
 mod harness;
 mod mqtt_crash;
+mod privacy;
 mod scenarios;
 mod sync;
