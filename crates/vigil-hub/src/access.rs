@@ -3,7 +3,7 @@
 //! Roles `admin` and `integration` see every patient. Clinicians and nurses see the patients
 //! whose care team lists them as primary or backup, and a patient they hold a running
 //! break-glass grant for; caregivers only the patients whose active consent names them (the
-//! care team's `caregivers` list routes notifications, it grants no access); a `patient`
+//! care team's `caregivers` list is a contact list and grants no access); a `patient`
 //! token only the patient whose id equals the token's name. A patient outside the caller's
 //! scope answers 404 (its existence is not revealed); a write the caller's role may not do
 //! answers 403.

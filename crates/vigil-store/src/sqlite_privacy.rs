@@ -664,3 +664,145 @@ impl PrivacyStore for SqliteStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AlertSignal, AlertSource, CareTeam, Store};
+    use vigil_model::Patient;
+
+    fn pid(s: &str) -> PatientId {
+        PatientId::new(s).expect("id")
+    }
+
+    async fn with_patients(path: &std::path::Path, ids: &[&str]) -> SqliteStore {
+        let s = SqliteStore::open(path).expect("open");
+        for id in ids {
+            s.upsert_patient(Patient {
+                id: pid(id),
+                name: None,
+                birth_date: None,
+            })
+            .await
+            .expect("patient");
+        }
+        s
+    }
+
+    #[tokio::test]
+    async fn caregivers_listed_before_consent_existed_keep_access_as_consents() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("hub.db");
+        let s = with_patients(&path, &["p1"]).await;
+        let team = CareTeam {
+            caregivers: vec!["carer".into()],
+            ..Default::default()
+        };
+        s.set_care_team(&pid("p1"), team).await.expect("team");
+        // On a database that has consents, the care team list grants nothing.
+        let now = Timestamp::now();
+        assert!(
+            s.consented_patients("carer", now)
+                .await
+                .expect("q")
+                .is_empty()
+        );
+        drop(s);
+        // A database from before consents existed: the list becomes consents once.
+        let c = Connection::open(&path).expect("raw");
+        c.execute(
+            "DELETE FROM privacy_meta WHERE key = 'caregivers_migrated'",
+            [],
+        )
+        .expect("forget");
+        drop(c);
+        let s = SqliteStore::open(&path).expect("reopen");
+        assert_eq!(
+            s.consented_patients("carer", now).await.expect("q"),
+            [pid("p1")]
+        );
+        let list = s.consents(&pid("p1")).await.expect("list");
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].granted_by, "care-team");
+        drop(s);
+        let s = SqliteStore::open(&path).expect("reopen");
+        assert_eq!(s.consents(&pid("p1")).await.expect("list").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_consent_ends_when_it_expires_or_is_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = with_patients(&dir.path().join("hub.db"), &["p1"]).await;
+        let now = Timestamp(1_800_000_000_000);
+        let c = |expires| NewConsent {
+            grantee: "carer".into(),
+            scope: "read".into(),
+            granted_by: "p1".into(),
+            expires,
+        };
+        s.grant_consent(&pid("p1"), c(Some(now.saturating_add_millis(1000))), now)
+            .await
+            .expect("grant");
+        assert_eq!(
+            s.consented_patients("carer", now).await.expect("q").len(),
+            1
+        );
+        let later = now.saturating_add_millis(2000);
+        assert!(
+            s.consented_patients("carer", later)
+                .await
+                .expect("q")
+                .is_empty()
+        );
+        s.grant_consent(&pid("p1"), c(None), later)
+            .await
+            .expect("again");
+        let list = s.consents(&pid("p1")).await.expect("list");
+        assert_eq!(list.len(), 2);
+        assert_eq!(list.iter().filter(|c| c.active_at(later)).count(), 1);
+        assert!(matches!(
+            s.grant_consent(&pid("nobody"), c(None), now).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn erasure_lifts_the_transition_guard_only_for_itself() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("hub.db");
+        let s = with_patients(&path, &["p1", "p2"]).await;
+        let now = Timestamp::now();
+        for p in ["p1", "p2"] {
+            s.raise_alert(
+                AlertSignal {
+                    patient: pid(p),
+                    rule_id: "glucose-low".into(),
+                    severity: "critical".into(),
+                    message: "low".into(),
+                    value: Some(2.0),
+                    time: now,
+                    seen: now,
+                    source: AlertSource::Hub,
+                },
+                now,
+            )
+            .await
+            .expect("raise");
+        }
+        let t = s
+            .erase_patient(&pid("p1"), "admin", "request", now)
+            .await
+            .expect("erase");
+        assert_eq!((t.counts.alerts, t.counts.transitions), (1, 1));
+        assert!(s.patient(&pid("p1")).await.expect("q").is_none());
+        assert_eq!(s.alert_transitions(0, 100).await.expect("q").len(), 1);
+        let c = Connection::open(&path).expect("raw");
+        assert!(
+            c.execute("DELETE FROM alert_transition", []).is_err(),
+            "transitions stay append-only"
+        );
+        let tombs = s.tombstones().await.expect("tombstones");
+        assert_eq!(tombs.len(), 1);
+        assert_ne!(tombs[0].patient_hash, "p1");
+    }
+}
