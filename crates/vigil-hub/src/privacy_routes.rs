@@ -455,6 +455,8 @@ enum ExportError {
     Store(#[from] vigil_store::StoreError),
     #[error("the client went away")]
     Closed,
+    #[error("encoding: {0}")]
+    Encode(String),
 }
 
 /// Lines of one export, sent as they are produced.
@@ -465,13 +467,29 @@ struct Lines<'a> {
 }
 
 impl Lines<'_> {
-    async fn push(&mut self, kind: &'static str, mut v: Value) -> Result<(), ExportError> {
-        if let Value::Object(m) = &mut v {
-            m.insert("type".into(), json!(kind));
+    /// Writes `v` (a JSON object) as one line, `type` first, without an intermediate tree.
+    async fn push<T: Serialize>(&mut self, kind: &'static str, v: &T) -> Result<(), ExportError> {
+        let start = self.buf.len();
+        self.buf
+            .extend_from_slice(format!("{{\"type\":\"{kind}\"").as_bytes());
+        let body_at = self.buf.len();
+        serde_json::to_writer(&mut self.buf, v).map_err(|e| ExportError::Encode(e.to_string()))?;
+        // `{...}` after the type: drop its `{`, joining with a comma unless it is empty.
+        match self.buf.get(body_at..body_at + 2) {
+            Some(b"{}") => {
+                self.buf.truncate(body_at);
+                self.buf.push(b'}');
+            }
+            Some([b'{', _]) => self.buf[body_at] = b',',
+            _ => {
+                self.buf.truncate(start);
+                return Err(ExportError::Encode(format!(
+                    "a {kind} is not a JSON object"
+                )));
+            }
         }
-        *self.counts.entry(kind).or_default() += 1;
-        self.buf.extend_from_slice(v.to_string().as_bytes());
         self.buf.push(b'\n');
+        *self.counts.entry(kind).or_default() += 1;
         if self.buf.len() >= 64 * 1024 {
             self.flush().await?;
         }
@@ -504,7 +522,7 @@ async fn write_export(
         buf: Vec::new(),
         counts: Default::default(),
     };
-    out.push("patient", json!(patient)).await?;
+    out.push("patient", patient).await?;
     let assignments: Vec<_> = store
         .assignments(None)
         .await?
@@ -515,17 +533,17 @@ async fn write_export(
         assignments.iter().map(|a| &a.device).collect();
     for d in store.devices().await? {
         if devices.contains(&d.id) {
-            out.push("device", json!(d)).await?;
+            out.push("device", &d).await?;
         }
     }
     for a in &assignments {
-        out.push("assignment", json!(a)).await?;
+        out.push("assignment", a).await?;
     }
     let mut after = None;
     loop {
         let page = store.export_readings(id, after, EXPORT_GROUPS).await?;
         for r in &page.readings {
-            out.push("reading", json!(r)).await?;
+            out.push("reading", r).await?;
         }
         match page.next {
             Some(n) => after = Some(n),
@@ -534,7 +552,7 @@ async fn write_export(
     }
     let events = store.events(id, None, None, i64::MAX as usize).await?;
     for e in events.iter().rev() {
-        out.push("event", json!(e)).await?;
+        out.push("event", e).await?;
     }
     let alerts = store
         .alerts(AlertFilter {
@@ -547,16 +565,16 @@ async fn write_export(
         let transitions = store.transitions_of(a.id).await?;
         let mut v = json!(a);
         v["transitions"] = json!(transitions);
-        out.push("alert", v).await?;
+        out.push("alert", &v).await?;
     }
     for c in store.consents(id).await? {
-        out.push("consent", json!(c)).await?;
+        out.push("consent", &c).await?;
     }
     for g in store.break_glass_log(Some(id), usize::MAX).await? {
-        out.push("break_glass", json!(g)).await?;
+        out.push("break_glass", &g).await?;
     }
     let counts = json!(out.counts);
-    out.push("summary", json!({ "patient": id, "counts": counts }))
+    out.push("summary", &json!({ "patient": id, "counts": counts }))
         .await?;
     out.flush().await
 }
@@ -581,5 +599,37 @@ mod tests {
         assert_eq!(cuts.notifications, None);
         assert!(c.any());
         assert!(!RetentionConfig::default().any());
+    }
+
+    #[tokio::test]
+    async fn export_lines_put_the_type_first_and_refuse_non_objects() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let mut out = Lines {
+            tx: &tx,
+            buf: Vec::new(),
+            counts: Default::default(),
+        };
+        out.push("a", &json!({"x": 1, "y": "z"}))
+            .await
+            .expect("object");
+        out.push("b", &json!({})).await.expect("empty object");
+        assert!(out.push("c", &json!([1, 2])).await.is_err());
+        assert!(out.push("c", &json!(3)).await.is_err());
+        out.flush().await.expect("flush");
+        let text = rx.recv().await.expect("chunk").expect("bytes");
+        let lines: Vec<Value> = std::str::from_utf8(&text)
+            .expect("utf8")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect();
+        assert_eq!(
+            lines,
+            [json!({"type": "a", "x": 1, "y": "z"}), json!({"type": "b"})]
+        );
+        assert!(
+            std::str::from_utf8(&text)
+                .expect("utf8")
+                .starts_with("{\"type\":\"a\",")
+        );
     }
 }
