@@ -671,6 +671,8 @@ mod tests {
     use crate::{AlertSignal, AlertSource, CareTeam, Store};
     use vigil_model::Patient;
 
+    const DAY_MS: i64 = 86_400_000;
+
     fn pid(s: &str) -> PatientId {
         PatientId::new(s).expect("id")
     }
@@ -804,5 +806,163 @@ mod tests {
         let tombs = s.tombstones().await.expect("tombstones");
         assert_eq!(tombs.len(), 1);
         assert_ne!(tombs[0].patient_hash, "p1");
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_each_kind_older_than_its_cut_and_keeps_a_straddling_hour() {
+        use crate::{IncomingRecord, IngestBatch, NewNotification};
+        use vigil_model::{Assignment, Device, DeviceKind, Metric, Reading, Record};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("hub.db");
+        let s = with_patients(&path, &["p1"]).await;
+        let dev = DeviceId::new("d1").expect("id");
+        s.upsert_device(Device {
+            id: dev.clone(),
+            kind: DeviceKind::Wearable,
+            serial: None,
+            mac: None,
+            eui64: None,
+            manufacturer: None,
+            model: None,
+            gateway: None,
+        })
+        .await
+        .expect("device");
+        s.assign(Assignment {
+            device: dev.clone(),
+            patient: pid("p1"),
+            from: Timestamp(0),
+            to: None,
+        })
+        .await
+        .expect("assign");
+        let hour = crate::sqlite::WINDOW_MS;
+        // The cut falls in the middle of an hour window.
+        let cut = Timestamp(1_800_000_000_000 / hour * hour + hour / 2);
+        let hr: Metric = "8867-4".parse().expect("metric");
+        let at = |ms: i64| Timestamp(cut.0 + ms);
+        let mut records = Vec::new();
+        // Two hours before the cut's hour: gone. The cut's hour holds one reading on each
+        // side: kept whole. After it: kept.
+        for (i, t) in [-2 * hour, -2 * hour + 1000, -60_000, 60_000, hour]
+            .into_iter()
+            .enumerate()
+        {
+            records.push(IncomingRecord {
+                seq: i as u64 + 1,
+                record: Ok(Record::Reading(Reading::quantity(
+                    dev.clone(),
+                    hr,
+                    70.0,
+                    at(t),
+                ))),
+            });
+        }
+        let batch = |after, records, hub_received| IngestBatch {
+            gateway: "gw".into(),
+            epoch: 1,
+            after,
+            records,
+            hub_received,
+            max_future_ms: 300_000,
+        };
+        let out = s
+            .ingest(batch(0, records, at(2 * hour)))
+            .await
+            .expect("ingest");
+        assert_eq!((out.stored, out.quarantined), (5, 0));
+        let bad = vec![IncomingRecord {
+            seq: 6,
+            record: Err(("undecodable".into(), vec![1, 2, 3])),
+        }];
+        let out = s.ingest(batch(5, bad, at(-DAY_MS))).await.expect("ingest");
+        assert_eq!(out.quarantined, 1);
+        let signal = |t: Timestamp| AlertSignal {
+            patient: pid("p1"),
+            rule_id: format!("rule-{}", t.0),
+            severity: "warning".into(),
+            message: "m".into(),
+            value: None,
+            time: t,
+            seen: t,
+            source: AlertSource::Hub,
+        };
+        let old = s
+            .raise_alert(signal(at(-DAY_MS)), at(-DAY_MS))
+            .await
+            .expect("raise");
+        s.resolve_alert(old.alert.id, "dr", at(-DAY_MS), None)
+            .await
+            .expect("resolve");
+        let open = s
+            .raise_alert(signal(at(-DAY_MS + 1)), at(-DAY_MS))
+            .await
+            .expect("raise");
+        let note = |alert| NewNotification {
+            alert_id: alert,
+            channel: "user".into(),
+            target: "dr".into(),
+            payload: serde_json::json!({}),
+        };
+        s.enqueue_notifications(
+            vec![
+                note(Some(old.alert.id)),
+                note(Some(open.alert.id)),
+                note(None),
+            ],
+            at(-DAY_MS),
+        )
+        .await
+        .expect("enqueue");
+        let queued = s.notifications(None, 10).await.expect("list");
+        let report = queued
+            .iter()
+            .find(|n| n.alert_id.is_none())
+            .expect("report");
+        s.notification_delivered(report.id)
+            .await
+            .expect("delivered");
+
+        let all = RetentionCuts {
+            readings: Some(cut),
+            events: Some(cut),
+            alerts: Some(cut),
+            quarantine: Some(cut),
+            notifications: Some(cut),
+        };
+        let swept = s.sweep_retention(all).await.expect("sweep");
+        assert_eq!((swept.chunks, swept.readings), (1, 2), "{swept:?}");
+        assert_eq!((swept.alerts, swept.transitions), (1, 2), "{swept:?}");
+        assert_eq!(swept.notifications, 2, "{swept:?}");
+        assert_eq!(swept.quarantine, 1, "{swept:?}");
+        assert_eq!(swept.latest, 0, "the newest reading is after the cut");
+        let left = s
+            .readings(crate::ReadingQuery {
+                patient: pid("p1"),
+                metric: None,
+                from: None,
+                to: None,
+                limit: 100,
+                descending: false,
+            })
+            .await
+            .expect("readings");
+        let times: Vec<i64> = left.iter().map(|r| r.time.0 - cut.0).collect();
+        assert_eq!(times, [-60_000, 60_000, hour]);
+        assert!(s.alert(old.alert.id).await.expect("q").is_none());
+        assert!(
+            s.alert(open.alert.id).await.expect("q").is_some(),
+            "active alerts stay"
+        );
+        // The deleted alert's notification went with it, the delivered one by age; the
+        // pending one of the active alert stays.
+        let notes = s.notifications(None, 10).await.expect("list");
+        assert_eq!(notes.len(), 1);
+        assert_eq!(notes[0].alert_id, Some(open.alert.id));
+        assert!(s.quarantine(10, false).await.expect("q").is_empty());
+        // A second sweep finds nothing.
+        assert!(s.sweep_retention(all).await.expect("sweep").is_empty());
+        let c = Connection::open(&path).expect("raw");
+        assert!(c.execute("DELETE FROM alert_transition", []).is_err());
     }
 }
