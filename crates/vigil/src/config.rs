@@ -149,6 +149,10 @@ impl Config {
         if self.hub.settings.max_future_s < 0 {
             bail!("hub.max_future_s must not be negative");
         }
+        let bg = self.hub.settings.break_glass_minutes;
+        if !(bg.is_finite() && bg > 0.0 && bg <= 7.0 * 24.0 * 60.0) {
+            bail!("hub.break_glass_minutes must be more than 0 and at most a week, got {bg}");
+        }
         let u = &self.gateway.hub_url;
         if !(u.starts_with("http://") || u.starts_with("https://")) {
             bail!("gateway.hub_url must start with http:// or https://, got {u:?}");
@@ -264,5 +268,39 @@ mod tests {
         let mut c = Config::default();
         c.gateway.hub_url = "ftp://x".into();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn break_glass_minutes_take_fractions_and_must_be_positive() {
+        let load = |v: &str| {
+            Config::load(
+                None,
+                [("VIGIL_HUB__BREAK_GLASS_MINUTES".to_owned(), v.to_owned())],
+            )
+        };
+        let c = load("0.5").expect("fraction");
+        assert_eq!(c.hub.settings.break_glass_minutes, 0.5);
+        c.validate().expect("valid");
+        assert_eq!(
+            load("15")
+                .expect("integer")
+                .hub
+                .settings
+                .break_glass_minutes,
+            15.0
+        );
+        for bad in ["0", "-1", "100000"] {
+            let c = load(bad).expect("loads");
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        let c = Config::load(
+            None,
+            [(
+                "VIGIL_HUB__RETENTION__READINGS_DAYS".to_owned(),
+                "30".to_owned(),
+            )],
+        )
+        .expect("retention");
+        assert_eq!(c.hub.settings.retention.readings_days, 30);
     }
 }
