@@ -428,11 +428,15 @@ async fn export_patient(
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
     let store = st.store.clone();
     tokio::spawn(async move {
-        if let Err(e) = write_export(store, &patient, &tx).await {
-            // The status line is sent: abort the body so the client sees an incomplete
-            // transfer rather than a short document.
-            tracing::warn!(error = %e, "patient export failed");
-            let _ = tx.send(Err(std::io::Error::other("export failed"))).await;
+        match write_export(store, &patient, &tx).await {
+            Ok(()) => {}
+            Err(ExportError::Closed) => tracing::debug!("export abandoned by the client"),
+            Err(e) => {
+                // The status line is sent: abort the body so the client sees an incomplete
+                // transfer rather than a short document.
+                tracing::warn!(error = %e, "patient export failed");
+                let _ = tx.send(Err(std::io::Error::other("export failed"))).await;
+            }
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {

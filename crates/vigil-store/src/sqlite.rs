@@ -87,7 +87,7 @@ pub(crate) fn poisoned<T>(_: T) -> StoreError {
     StoreError::Engine("a storage lock was poisoned by a panic".into())
 }
 
-pub(crate) fn window(t: Timestamp) -> i64 {
+fn window(t: Timestamp) -> i64 {
     t.0.div_euclid(WINDOW_MS)
 }
 
@@ -304,7 +304,7 @@ fn quarantine_insert(
     Ok(())
 }
 
-pub(crate) fn stored_from(r: &Reading, hub_received: Timestamp) -> StoredReading {
+fn stored_from(r: &Reading, hub_received: Timestamp) -> StoredReading {
     StoredReading {
         metric: r.metric,
         device: r.device.clone(),
@@ -519,7 +519,7 @@ fn reprocess_tx(tx: &Transaction<'_>, cache: &mut Cache) -> Result<ReprocessOutc
     Ok(out)
 }
 
-pub(crate) fn decode_latest(data: &[u8]) -> Result<StoredReading, StoreError> {
+fn decode_latest(data: &[u8]) -> Result<StoredReading, StoreError> {
     postcard::from_bytes(data).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
