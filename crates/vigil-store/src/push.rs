@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use vigil_model::{PatientId, Timestamp};
 
 /// What a push target takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PushStream {
     /// New readings, as Observations (cursor over the push journal).

@@ -77,6 +77,9 @@ pub enum AdminCmd {
         #[arg(long, value_parser = crate::parse_duration)]
         expires_in: Option<std::time::Duration>,
     },
+    /// Register an OAuth2 client (a service using `POST /oauth2/token`); prints its secret
+    /// once (a new secret replaces the old one).
+    CreateClient(crate::clients::CreateClientArgs),
     /// Register a gateway; prints its token once.
     CreateGateway {
         #[arg(long)]
@@ -240,6 +243,7 @@ pub async fn admin(cmd: AdminCmd, file: Option<&Path>) -> anyhow::Result<()> {
                 .await?;
             announce(&token);
         }
+        AdminCmd::CreateClient(a) => crate::clients::create_client(a, &cfg).await?,
         AdminCmd::CreateGateway { data_dir, id } => {
             vigil_model::DeviceId::new(id.as_str()).map_err(|e| InputError(e.to_string()))?;
             let db = data_dir
