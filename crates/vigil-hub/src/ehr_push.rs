@@ -122,8 +122,18 @@ pub struct EhrTarget {
     pub oauth2: Option<OAuth2Config>,
 }
 
-fn http_url(u: &str) -> bool {
-    (u.starts_with("http://") || u.starts_with("https://")) && reqwest::Url::parse(u).is_ok()
+/// Whether `u` is a URL this build can reach: plain HTTP (the HTTP client is built without
+/// TLS until TLS support lands; reach an https:// target through a TLS-terminating proxy).
+fn http_url(u: &str) -> Result<(), String> {
+    if u.starts_with("https://") {
+        return Err(format!(
+            "{u:?}: https is not supported yet; reach the target through a local TLS-terminating proxy (http://)"
+        ));
+    }
+    if !u.starts_with("http://") || reqwest::Url::parse(u).is_err() {
+        return Err(format!("must be an http:// URL, got {u:?}"));
+    }
+    Ok(())
 }
 
 /// Checks the targets at start: names, URLs, limits and that secrets can be read.
@@ -144,12 +154,7 @@ pub fn validate(targets: &[EhrTarget]) -> Result<(), String> {
         if !names.insert(n.as_str()) {
             return Err(format!("hub.ehr name {n:?} is used twice"));
         }
-        if !http_url(&t.url) {
-            return Err(format!(
-                "hub.ehr {n}: url must be an http:// or https:// URL, got {:?}",
-                t.url
-            ));
-        }
+        http_url(&t.url).map_err(|e| format!("hub.ehr {n}: url {e}"))?;
         if t.resources.is_empty() {
             return Err(format!("hub.ehr {n}: resources must not be empty"));
         }
@@ -166,11 +171,7 @@ pub fn validate(targets: &[EhrTarget]) -> Result<(), String> {
             return Err(format!("hub.ehr {n}: timeout_ms must be at least 100"));
         }
         if let Some(o) = &t.oauth2 {
-            if !http_url(&o.token_url) {
-                return Err(format!(
-                    "hub.ehr {n}: oauth2.token_url must be an http:// or https:// URL"
-                ));
-            }
+            http_url(&o.token_url).map_err(|e| format!("hub.ehr {n}: oauth2.token_url {e}"))?;
             if o.client_id.is_empty() {
                 return Err(format!("hub.ehr {n}: oauth2.client_id must not be empty"));
             }
@@ -648,6 +649,10 @@ mod tests {
         let mut bad = t.clone();
         bad.url = "ftp://x".into();
         assert!(validate(&[bad]).is_err());
+        let mut bad = t.clone();
+        bad.url = "https://ehr.example.org/fhir".into();
+        let e = validate(&[bad]).expect_err("no TLS in this build");
+        assert!(e.contains("https is not supported yet"), "{e}");
         let mut bad = t.clone();
         bad.batch_size = 0;
         assert!(validate(&[bad]).is_err());

@@ -221,11 +221,8 @@ async fn token(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Re
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !ct
-        .split(';')
-        .next()
-        .is_some_and(|m| m.trim() == "application/x-www-form-urlencoded")
-    {
+    let media = ct.split(';').next().map(str::trim);
+    if media != Some("application/x-www-form-urlencoded") {
         return oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",

@@ -682,7 +682,7 @@ mod tests {
             .inbound_transaction(vec![obs(3.0), flag("inactive")], now)
             .await
             .expect("tx");
-        assert_eq!(r[0].created, false);
+        assert!(!r[0].created);
         assert_eq!((r[1].created, r[1].version), (false, 2));
         let (list, total) = s
             .inbound_resources(InboundFilter {

@@ -63,6 +63,7 @@ pub struct GatewayArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::enum_variant_names)] // they name the subcommands: create-token, create-client, ...
 pub enum AdminCmd {
     /// Create an API token for a person or service; prints it once.
     CreateToken {

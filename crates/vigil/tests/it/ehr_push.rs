@@ -527,3 +527,36 @@ async fn the_fhir_transaction_and_token_endpoints_answer_bad_input_with_clear_er
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("hub.ehr x: url"), "{err}");
 }
+
+#[test]
+fn the_readme_ehr_example_loads_and_needs_its_secret() {
+    let readme = include_str!("../../../../README.md");
+    let section = &readme[readme.find("## Pushing to an EHR").expect("section")..];
+    let start = section.find("```toml\n").expect("a toml block") + 8;
+    let len = section[start..].find("```").expect("end of the block");
+    let d = tempfile::tempdir().expect("dir");
+    let f = d.path().join("vigil.toml");
+    std::fs::write(&f, &section[start..start + len]).expect("write");
+    let run = |secret: Option<&str>| {
+        let mut cmd = vigil();
+        cmd.arg("--config")
+            .arg(&f)
+            .args(["admin", "create-token", "--name", "ops", "--data-dir"])
+            .arg(d.path())
+            .env_remove("VIGIL_EHR_SECRET");
+        if let Some(s) = secret {
+            cmd.env("VIGIL_EHR_SECRET", s);
+        }
+        cmd.output().expect("run vigil")
+    };
+    let ok = run(Some("s3cret"));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let missing = run(None);
+    assert_eq!(missing.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("VIGIL_EHR_SECRET"), "{err}");
+}
