@@ -560,3 +560,64 @@ fn the_readme_ehr_example_loads_and_needs_its_secret() {
     let err = String::from_utf8_lossy(&missing.stderr);
     assert!(err.contains("VIGIL_EHR_SECRET"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_target_refuses_is_dead_lettered_and_shown_and_the_worker_goes_on() {
+    let a = Site::new();
+    let b = Site::new();
+    let port_b = free_port();
+    let c = client();
+    let hub_b = spawn_hub(&b.hub_dir(), &format!("127.0.0.1:{port_b}"));
+    // A wrong base URL: the target answers 400 (no such method on that route) to every
+    // Bundle, so nothing can ever succeed.
+    let config = a.hub_dir().join("vigil.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[hub.ehr]]\nname = \"misconfigured\"\nurl = \"http://127.0.0.1:{port_b}/fhir/r4/metadata\"\n\
+             resources = [\"observations\"]\nbatch_size = 25\nmax_backoff_ms = 500\n"
+        ),
+    )
+    .expect("config");
+    let hub_a = spawn_hub_config(&a.hub_dir(), free_port(), &config);
+    let mut g = load(100, 2);
+    enrol(&c, &hub_a.url, &a.admin, &g).await;
+    let records: Vec<Record> = g.by_ref().collect();
+    let gw = spawn_gateway(&hub_a.url, &a.gateway_token_file, &a.outbox(), 50);
+    feed(&c, &gw.url, &records).await;
+    assert_eq!(
+        wait_for_readings(&c, &hub_a.url, &a.admin, 100, LONG).await,
+        100
+    );
+    let s = wait_status(&c, &hub_a.url, &a.admin, |s| {
+        s["lag"]["observations"] == 0 && s["dead_lettered"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    assert_eq!(s["lag"]["observations"], 0, "{s}");
+    assert_eq!(s["pushed"], 0, "{s}");
+    let letters = s["dead_letters"].as_array().expect("dead letters");
+    assert_eq!(
+        letters.len() as u64,
+        s["dead_lettered"].as_u64().expect("n")
+    );
+    let refused: u64 = letters
+        .iter()
+        .map(|l| l["resources"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        refused, 100,
+        "every reading is accounted for in a dead letter: {s}"
+    );
+    assert!(
+        letters
+            .iter()
+            .all(|l| l["error"].as_str().is_some_and(|e| e.contains("400"))),
+        "{s}"
+    );
+    assert_eq!(
+        inbound(&c, &hub_b.url, &b.admin, "Observation")
+            .await
+            .map(|x| x.0),
+        Some(0)
+    );
+}
