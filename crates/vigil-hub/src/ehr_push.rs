@@ -678,6 +678,149 @@ mod tests {
         );
     }
 
+    /// A loopback FHIR server that answers each request with the next scripted answer, and
+    /// a token endpoint that counts the tokens it issued.
+    async fn scripted(
+        answers: Vec<(u16, Option<&'static str>, Value)>,
+    ) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use axum::response::IntoResponse;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let answers = Arc::new(std::sync::Mutex::new(answers.into_iter()));
+        let tokens = Arc::new(AtomicUsize::new(0));
+        let issued = tokens.clone();
+        let app = Router::new()
+            .route(
+                "/fhir",
+                axum::routing::post(move || {
+                    let next = answers.lock().ok().and_then(|mut a| a.next());
+                    async move {
+                        let (status, retry_after, body) =
+                            next.unwrap_or((500, None, Value::Null));
+                        let mut r = (
+                            axum::http::StatusCode::from_u16(status).unwrap_or_default(),
+                            body.to_string(),
+                        )
+                            .into_response();
+                        if let Some(ra) = retry_after {
+                            r.headers_mut().insert(
+                                header::RETRY_AFTER,
+                                axum::http::HeaderValue::from_static(ra),
+                            );
+                        }
+                        r
+                    }
+                }),
+            )
+            .route(
+                "/token",
+                axum::routing::post(move || {
+                    let n = issued.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        Json(json!({"access_token": format!("t{n}"), "token_type": "Bearer", "expires_in": 900}))
+                    }
+                }),
+            );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(l, app).await });
+        (format!("http://{addr}"), tokens)
+    }
+
+    fn worker(base: &str, oauth: bool) -> (tempfile::TempDir, Worker) {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = vigil_store::sqlite::SqliteStore::open(dir.path().join("hub.db")).expect("db");
+        let mut target = target();
+        target.url = format!("{base}/fhir");
+        let http = reqwest::Client::new();
+        let tokens = oauth.then(|| {
+            TokenSource::new(
+                http.clone(),
+                format!("{base}/token"),
+                "c".into(),
+                "s".into(),
+                ClientAuth::Basic,
+                None,
+            )
+        });
+        let w = Worker {
+            store: Arc::new(store),
+            target,
+            http,
+            tokens,
+        };
+        (dir, w)
+    }
+
+    fn one_flag_bundle() -> Bundle {
+        Bundle::transaction(vec![Resource::Flag(vigil_fhir::Flag {
+            id: Some("f1".into()),
+            status: "active".into(),
+            ..Default::default()
+        })])
+    }
+
+    fn response(entries: usize) -> Value {
+        json!({"resourceType": "Bundle", "type": "transaction-response",
+               "entry": vec![json!({"response": {"status": "200 OK"}}); entries]})
+    }
+
+    #[tokio::test]
+    async fn answers_are_classified_retry_after_honoured_and_4xx_poison() {
+        let oo = json!({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "processing", "diagnostics": "patient p-1 unknown"}]});
+        let (base, _) = scripted(vec![
+            (503, Some("7"), Value::Null),
+            (429, Some("3"), Value::Null),
+            (500, Some("9"), Value::Null),
+            (408, None, Value::Null),
+            (422, None, oo),
+            (200, None, response(0)),
+            (200, None, response(1)),
+        ])
+        .await;
+        let (_d, w) = worker(&base, false);
+        let b = one_flag_bundle();
+        let retry = |r: Result<(), PushError>| match r {
+            Err(PushError::Retry { retry_after, msg }) => (retry_after, msg),
+            other => panic!("a retry, got {other:?}"),
+        };
+        assert_eq!(retry(w.post(&b).await).0, Some(Duration::from_secs(7)));
+        assert_eq!(retry(w.post(&b).await).0, Some(Duration::from_secs(3)));
+        assert_eq!(
+            retry(w.post(&b).await).0,
+            None,
+            "Retry-After only on 429 and 503"
+        );
+        assert_eq!(retry(w.post(&b).await).0, None);
+        match w.post(&b).await {
+            Err(PushError::Poison(msg)) => {
+                assert!(msg.contains("422") && msg.contains("(processing)"), "{msg}");
+                assert!(!msg.contains("p-1"), "diagnostics are not kept: {msg}");
+            }
+            other => panic!("poison, got {other:?}"),
+        }
+        assert!(retry(w.post(&b).await).1.contains("transaction-response"));
+        assert!(w.post(&b).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_401_fetches_a_new_token_once_then_counts_as_a_failure() {
+        let (base, issued) = scripted(vec![
+            (401, None, Value::Null),
+            (200, None, response(1)),
+            (401, None, Value::Null),
+            (401, None, Value::Null),
+        ])
+        .await;
+        let (_d, w) = worker(&base, true);
+        let b = one_flag_bundle();
+        assert!(w.post(&b).await.is_ok());
+        assert_eq!(issued.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert!(matches!(w.post(&b).await, Err(PushError::Retry { .. })));
+        assert_eq!(issued.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
     #[test]
     fn backoff_grows_to_its_cap_with_jitter_below_it() {
         let mut b = Backoff::new(Duration::from_secs(2));
