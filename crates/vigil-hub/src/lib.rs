@@ -222,18 +222,12 @@ pub async fn serve(
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
-    for task in [
-        compactor,
-        escalator,
-        stale,
-        Some(notifier),
-        Some(evaluator),
-        Some(pusher),
-    ]
-    .into_iter()
-    .flatten()
+    for task in [compactor, escalator, stale, Some(notifier), Some(evaluator)]
+        .into_iter()
+        .flatten()
     {
         task.abort();
     }
+    pusher.abort();
     result
 }
