@@ -512,6 +512,44 @@ async fn the_fhir_transaction_and_token_endpoints_answer_bad_input_with_clear_er
     .await;
     assert_eq!(v["count"], 0);
 
+    // Bad client registrations: exit code 2, one line.
+    for args in [["bad id!", "integration"], ["svc2", "clinician"]] {
+        let out = vigil()
+            .args([
+                "admin",
+                "create-client",
+                args[0],
+                "--role",
+                args[1],
+                "--data-dir",
+            ])
+            .arg(site.hub_dir())
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim().lines().count(),
+            1
+        );
+    }
+    // Registering a client again replaces its secret: the old one stops working.
+    let renewed = create_client(&site, "svc");
+    assert_ne!(renewed, secret);
+    let (s, _) = token_request(
+        &c,
+        &hub.url,
+        &format!("grant_type=client_credentials&client_id=svc&client_secret={secret}"),
+    )
+    .await;
+    assert_eq!(s, 401);
+    let (s, v) = token_request(
+        &c,
+        &hub.url,
+        &format!("grant_type=client_credentials&client_id=svc&client_secret={renewed}"),
+    )
+    .await;
+    assert_eq!(s, 200, "client_secret_post works too: {v}");
+
     // A bad target is refused at start: exit code 2, one line.
     let cfg = site.hub_dir().join("bad.toml");
     std::fs::write(&cfg, "[[hub.ehr]]\nname = \"x\"\nurl = \"ftp://ehr\"\n").expect("cfg");
