@@ -309,6 +309,29 @@ async fn hub_a_pushes_every_observation_and_alert_to_hub_b_exactly_once_across_c
     );
 }
 
+/// Validates FHIR JSON documents with `fhir.resources` (vigil-fhir's `tests/validate.py`;
+/// `VIGIL_PYTHON` names the interpreter, as `scripts/test` sets it).
+fn assert_valid_fhir(docs: &[(&str, &Value)]) {
+    let dir = tempfile::tempdir().expect("dir");
+    for (name, v) in docs {
+        std::fs::write(dir.path().join(format!("{name}.json")), v.to_string()).expect("write");
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../vigil-fhir/tests/validate.py");
+    let python = std::env::var("VIGIL_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(dir.path())
+        .output()
+        .expect("run python (see crates/vigil-fhir/requirements.txt)");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "fhir.resources: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 async fn post_bundle(
     c: &reqwest::Client,
     hub: &str,
@@ -421,6 +444,8 @@ async fn the_fhir_transaction_and_token_endpoints_answer_bad_input_with_clear_er
     let (s, v) = post_bundle(&c, &hub.url, Some(&token), fhir, obs.to_string()).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["type"], "transaction-response");
+    let (_, refused) = post_bundle(&c, &hub.url, None, fhir, obs.to_string()).await;
+    assert_valid_fhir(&[("response", &v), ("outcome", &refused)]);
     assert_eq!(v["entry"][0]["response"]["status"], "201 Created");
     assert_eq!(
         v["entry"][0]["response"]["location"],
