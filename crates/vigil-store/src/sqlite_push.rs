@@ -654,6 +654,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn readings_stored_by_reprocessing_the_quarantine_are_journaled_too() {
+        let (_d, s) = store();
+        s.configure_push_targets(vec![target("a")])
+            .await
+            .expect("configure");
+        // Not enrolled yet: quarantined, nothing to push.
+        ingest(&s, 0, 5).await;
+        assert!(s.push_journal(0, 100).await.expect("j").is_empty());
+        // Enrolment re-processes the quarantine: the readings are stored now, and pushed.
+        enrol(&s).await;
+        let j = s.push_journal(0, 100).await.expect("j");
+        assert_eq!(j.iter().map(|e| e.readings.len()).sum::<usize>(), 5);
+    }
+
+    #[tokio::test]
     async fn conditional_create_finds_the_existing_resource_and_put_replaces_it() {
         let (_d, s) = store();
         let now = Timestamp::now();
