@@ -548,6 +548,46 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(crate::oauth::routes())
 }
 
+/// Per-target lines for `/metrics` (durable counts, so they survive restarts).
+pub(crate) async fn metrics(st: &AppState) -> Result<String, ApiError> {
+    use std::fmt::Write;
+    if st.config.ehr.is_empty() {
+        return Ok(String::new());
+    }
+    let head = st.store.push_journal_head().await?;
+    let transitions = st.store.latest_transition_id().await?;
+    let mut out = String::from(
+        "# TYPE vigil_hub_ehr_pushed_total counter\n\
+         # TYPE vigil_hub_ehr_dead_lettered_total counter\n\
+         # TYPE vigil_hub_ehr_failed_attempts gauge\n\
+         # TYPE vigil_hub_ehr_lag gauge\n",
+    );
+    for s in st.store.push_targets().await?.iter().filter(|s| s.active) {
+        // Target names are validated to [A-Za-z0-9._-]: safe as label values.
+        let n = &s.name;
+        let obs_lag = if s.observations {
+            (head - s.observation_cursor).max(0)
+        } else {
+            0
+        };
+        let alert_lag = if s.alerts {
+            (transitions - s.alert_cursor).max(0)
+        } else {
+            0
+        };
+        let _ = write!(
+            out,
+            "vigil_hub_ehr_pushed_total{{target=\"{n}\"}} {}\n\
+             vigil_hub_ehr_dead_lettered_total{{target=\"{n}\"}} {}\n\
+             vigil_hub_ehr_failed_attempts{{target=\"{n}\"}} {}\n\
+             vigil_hub_ehr_lag{{target=\"{n}\",stream=\"observations\"}} {obs_lag}\n\
+             vigil_hub_ehr_lag{{target=\"{n}\",stream=\"alerts\"}} {alert_lag}\n",
+            s.pushed, s.dead_lettered, s.attempts
+        );
+    }
+    Ok(out)
+}
+
 /// Each configured target's cursors, lag, failures and dead letters.
 async fn status(State(st): State<AppState>, u: User) -> Result<Json<Value>, ApiError> {
     access::require_operator(&u)?;

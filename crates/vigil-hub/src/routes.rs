@@ -120,7 +120,7 @@ async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
     let m = &st.metrics;
     let s = st.store.stats().await?;
     let l = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    let body = format!(
+    let mut body = format!(
         "# TYPE vigil_hub_batches_total counter\nvigil_hub_batches_total {}\n\
          # TYPE vigil_hub_batches_rejected_total counter\nvigil_hub_batches_rejected_total {}\n\
          # TYPE vigil_hub_records_stored_total counter\nvigil_hub_records_stored_total {}\n\
@@ -146,6 +146,7 @@ async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
         s.quarantined_open,
         st.alerts.pending(),
     );
+    body.push_str(&crate::ehr_push::metrics(&st).await?);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
 }
 

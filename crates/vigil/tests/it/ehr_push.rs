@@ -683,4 +683,21 @@ async fn a_batch_the_target_refuses_is_dead_lettered_and_shown_and_the_worker_go
             .map(|x| x.0),
         Some(0)
     );
+    let metrics = c
+        .get(format!("{}/metrics", hub_a.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let line = format!(
+        "vigil_hub_ehr_dead_lettered_total{{target=\"misconfigured\"}} {}",
+        s["dead_lettered"]
+    );
+    assert!(metrics.contains(&line), "{metrics}");
+    assert!(
+        metrics.contains("vigil_hub_ehr_lag{target=\"misconfigured\",stream=\"observations\"} 0"),
+        "{metrics}"
+    );
 }
