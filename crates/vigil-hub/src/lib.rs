@@ -12,9 +12,12 @@ pub mod access;
 mod alert_routes;
 pub mod alerts;
 pub mod auth;
+pub mod ehr_push;
 mod error;
+mod fhir_inbound;
 mod fhir_routes;
 pub mod notify;
+pub mod oauth;
 pub mod privacy_routes;
 mod routes;
 
@@ -68,6 +71,8 @@ pub struct HubConfig {
     pub break_glass_minutes: f64,
     /// Retention periods per kind of data (`[hub.retention]`).
     pub retention: privacy_routes::RetentionConfig,
+    /// External FHIR servers that receive new Observations and alert Flags (`[[hub.ehr]]`).
+    pub ehr: Vec<ehr_push::EhrTarget>,
 }
 
 impl Default for HubConfig {
@@ -89,6 +94,7 @@ impl Default for HubConfig {
             battery_ok_percent: 30.0,
             break_glass_minutes: 60.0,
             retention: privacy_routes::RetentionConfig::default(),
+            ehr: Vec::new(),
         }
     }
 }
@@ -220,6 +226,7 @@ pub async fn serve(
             }
         })
     };
+    let pusher = tokio::spawn(ehr_push::run(state.clone()));
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
@@ -236,5 +243,6 @@ pub async fn serve(
     {
         task.abort();
     }
+    pusher.abort();
     result
 }

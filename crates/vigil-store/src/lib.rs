@@ -16,9 +16,11 @@
 pub mod alert;
 pub mod chunk;
 pub mod privacy;
+pub mod push;
 pub mod sqlite;
 mod sqlite_alerts;
 mod sqlite_privacy;
+mod sqlite_push;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -32,6 +34,7 @@ pub use alert::{
 };
 pub use chunk::StoredReading;
 pub use privacy::PrivacyStore;
+pub use push::PushStore;
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
@@ -185,7 +188,7 @@ pub struct ReprocessOutcome {
 
 /// The hub's storage.
 #[async_trait]
-pub trait Store: PrivacyStore + Send + Sync + 'static {
+pub trait Store: PrivacyStore + PushStore + Send + Sync + 'static {
     /// Stores a gateway batch atomically with the gateway's cursor (see the crate docs).
     async fn ingest(&self, batch: IngestBatch) -> Result<IngestOutcome, StoreError>;
 

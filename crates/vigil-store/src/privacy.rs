@@ -80,6 +80,9 @@ pub struct ErasureCounts {
     pub assignments: u64,
     pub quarantine: u64,
     pub patient_tokens_revoked: u64,
+    /// Readings queued for EHR push targets that had not taken them yet.
+    #[serde(default)]
+    pub push_journal: u64,
 }
 
 /// The trace an erasure leaves: no identifier, only its salted hash.

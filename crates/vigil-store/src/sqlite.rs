@@ -101,6 +101,7 @@ impl SqliteStore {
         let conn = open_conn(&path)?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(alerts::SCHEMA)?;
+        conn.execute_batch(crate::sqlite_push::SCHEMA)?;
         crate::sqlite_privacy::init(&conn)?;
         let cache = load_cache(&conn)?;
         Ok(Self {
@@ -361,6 +362,7 @@ impl SeriesWriter {
                 rs.len() as i64,
                 data
             ])?;
+            crate::sqlite_push::journal_chunk(tx, pk, mid, rs.len(), &data)?;
             let body = postcard::to_stdvec(last).map_err(engine)?;
             latest.execute(params![pk, mid, last.time.0, body])?;
         }

@@ -178,6 +178,7 @@ fn erase_tx(
     n.chunks = chunks as u64;
     c.execute("DELETE FROM chunk WHERE patient = ?1", [pk])?;
     n.latest = count(c.execute("DELETE FROM latest WHERE patient = ?1", [pk])?);
+    n.push_journal = count(c.execute("DELETE FROM push_journal WHERE patient = ?1", [pk])?);
     n.events = count(c.execute("DELETE FROM event WHERE patient = ?1", [pk])?);
     n.notifications = count(c.execute(
         "DELETE FROM notification WHERE alert IN (SELECT id FROM alert WHERE patient = ?1)
