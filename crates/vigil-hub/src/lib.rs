@@ -16,6 +16,8 @@ mod error;
 mod fhir_routes;
 pub mod notify;
 mod routes;
+pub mod session;
+mod users;
 
 pub use error::ApiError;
 pub use routes::router;
@@ -63,6 +65,16 @@ pub struct HubConfig {
     pub battery_low_percent: f64,
     /// A later battery event at or above this percentage resolves `low-battery`.
     pub battery_ok_percent: f64,
+    /// A browser session unused this long expires, in seconds.
+    pub session_idle_s: u64,
+    /// A browser session expires this long after login however it is used, in seconds.
+    pub session_max_s: u64,
+    /// Failed logins in a row that lock an account.
+    pub login_max_failures: u32,
+    /// First lock period of an account, doubled per repeated lockout (at most a day), s.
+    pub login_lockout_s: u64,
+    /// Failed logins one source address may make per minute before it is refused (429).
+    pub login_ip_failures_per_min: u32,
 }
 
 impl Default for HubConfig {
@@ -82,6 +94,11 @@ impl Default for HubConfig {
             stale_check_ms: 5000,
             battery_low_percent: 20.0,
             battery_ok_percent: 30.0,
+            session_idle_s: 1800,
+            session_max_s: 43_200,
+            login_max_failures: 5,
+            login_lockout_s: 900,
+            login_ip_failures_per_min: 30,
         }
     }
 }
@@ -110,6 +127,7 @@ pub struct AppState {
     pub config: Arc<HubConfig>,
     pub metrics: Arc<HubMetrics>,
     pub alerts: Arc<alerts::Alerting>,
+    pub logins: Arc<session::LoginGuard>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -127,6 +145,7 @@ impl AppState {
             config: Arc::new(config),
             metrics: Arc::new(HubMetrics::default()),
             alerts: Arc::new(alerts::Alerting::default()),
+            logins: Arc::new(session::LoginGuard::default()),
         }
     }
 }
@@ -212,9 +231,12 @@ pub async fn serve(
             }
         })
     };
-    let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
     for task in [compactor, escalator, stale, Some(notifier), Some(evaluator)]
         .into_iter()
         .flatten()

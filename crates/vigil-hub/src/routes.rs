@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/gateways/{id}", delete(revoke_gateway))
         .route("/api/v1/stats", get(stats))
         .merge(crate::alert_routes::routes())
+        .merge(crate::users::routes())
         .nest("/fhir/r4", crate::fhir_routes::router())
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async {

@@ -17,6 +17,8 @@ pub mod alert;
 pub mod chunk;
 pub mod sqlite;
 mod sqlite_alerts;
+mod sqlite_users;
+pub mod users;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -29,6 +31,9 @@ pub use alert::{
     NewNotification, Notification, Raised,
 };
 pub use chunk::StoredReading;
+pub use users::{
+    LockoutPolicy, NewSession, SessionInfo, TokenInfo, UserAccount, UserStore, token_id,
+};
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
@@ -182,7 +187,7 @@ pub struct ReprocessOutcome {
 
 /// The hub's storage.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: UserStore + Send + Sync + 'static {
     /// Stores a gateway batch atomically with the gateway's cursor (see the crate docs).
     async fn ingest(&self, batch: IngestBatch) -> Result<IngestOutcome, StoreError>;
 

@@ -84,6 +84,10 @@ pub enum AdminCmd {
         #[arg(long)]
         id: String,
     },
+    /// Create a user who signs in with a password (Argon2id-hashed).
+    CreateUser(crate::users::CreateUserArgs),
+    /// Disable a user (revoking their sessions and API tokens), or enable them again.
+    DisableUser(crate::users::DisableUserArgs),
 }
 
 pub fn load_config(file: Option<&Path>) -> anyhow::Result<Config> {
@@ -250,6 +254,8 @@ pub async fn admin(cmd: AdminCmd, file: Option<&Path>) -> anyhow::Result<()> {
             store.create_gateway(&id, &hash_token(&token)).await?;
             announce(&token);
         }
+        AdminCmd::CreateUser(a) => crate::users::create_user(a, &cfg).await?,
+        AdminCmd::DisableUser(a) => crate::users::disable_user(a, &cfg).await?,
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ mod demo;
 mod edge;
 mod fhir;
 mod harness;
+mod login;
 mod mqtt_crash;
 mod scenarios;
 mod sync;
