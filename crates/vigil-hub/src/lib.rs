@@ -15,6 +15,8 @@ pub mod auth;
 mod error;
 mod fhir_routes;
 pub mod notify;
+#[cfg(feature = "oidc")]
+mod oidc;
 mod routes;
 pub mod session;
 mod users;
@@ -75,6 +77,9 @@ pub struct HubConfig {
     pub login_lockout_s: u64,
     /// Failed logins one source address may make per minute before it is refused (429).
     pub login_ip_failures_per_min: u32,
+    /// Sign-in through an OpenID Connect identity provider (`[hub.oidc]`; needs a build with
+    /// the `oidc` feature).
+    pub oidc: Option<session::OidcConfig>,
 }
 
 impl Default for HubConfig {
@@ -99,6 +104,7 @@ impl Default for HubConfig {
             login_max_failures: 5,
             login_lockout_s: 900,
             login_ip_failures_per_min: 30,
+            oidc: None,
         }
     }
 }

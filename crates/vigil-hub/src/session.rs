@@ -44,6 +44,40 @@ const CONCURRENT_HASHES: usize = 4;
 /// Window of the per-address limiter.
 const IP_WINDOW: Duration = Duration::from_secs(60);
 
+/// Whether this build can sign people in through an OpenID Connect provider.
+pub const OIDC_BUILT: bool = cfg!(feature = "oidc");
+
+/// An OpenID Connect identity provider (`[hub.oidc]`).
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The issuer URL; its `/.well-known/openid-configuration` is read at the first sign-in.
+    pub issuer: String,
+    pub client_id: String,
+    /// For confidential clients; public clients rely on PKCE alone.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// This hub's `/api/v1/auth/oidc/callback` as the provider knows it.
+    pub redirect_uri: String,
+    /// The ID token claim holding the role or groups (a string or an array of strings).
+    #[serde(default = "default_role_claim")]
+    pub role_claim: String,
+    /// Claim value -> Vigil role; when empty the claim must name a Vigil role itself.
+    #[serde(default)]
+    pub roles: std::collections::BTreeMap<String, String>,
+    /// The ID token claim used as the user name (`sub` when absent).
+    #[serde(default = "default_name_claim")]
+    pub name_claim: String,
+}
+
+fn default_role_claim() -> String {
+    "vigil_role".into()
+}
+
+fn default_name_claim() -> String {
+    "preferred_username".into()
+}
+
 /// A password the policy refuses, or a hashing failure.
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
@@ -98,7 +132,7 @@ pub fn generate_password() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
 
-fn sha256(s: &str) -> Vec<u8> {
+pub(crate) fn sha256(s: &str) -> Vec<u8> {
     Sha256::digest(s.as_bytes()).to_vec()
 }
 
@@ -109,6 +143,8 @@ pub struct LoginGuard {
     by_ip: Mutex<HashMap<IpAddr, (Instant, u32)>>,
     hashing: tokio::sync::Semaphore,
     dummy: OnceLock<String>,
+    #[cfg(feature = "oidc")]
+    pub(crate) oidc: crate::oidc::OidcState,
 }
 
 impl Default for LoginGuard {
@@ -117,6 +153,8 @@ impl Default for LoginGuard {
             by_ip: Mutex::new(HashMap::new()),
             hashing: tokio::sync::Semaphore::new(CONCURRENT_HASHES),
             dummy: OnceLock::new(),
+            #[cfg(feature = "oidc")]
+            oidc: crate::oidc::OidcState::default(),
         }
     }
 }
@@ -258,10 +296,13 @@ pub(crate) async fn authenticate(
 }
 
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
+    let r = Router::new()
         .route("/api/v1/auth/login", post(login))
         .route("/api/v1/auth/logout", post(logout))
-        .route("/api/v1/auth/me", get(me))
+        .route("/api/v1/auth/me", get(me));
+    #[cfg(feature = "oidc")]
+    let r = r.merge(crate::oidc::routes());
+    r
 }
 
 #[derive(Debug, Deserialize)]
@@ -346,6 +387,17 @@ async fn login(
         return Err(ApiError::InvalidCredentials);
     };
     st.store.login_succeeded(&account.name).await?;
+    start_session(&st, account.name, account.role, now).await
+}
+
+/// Creates a session for `user` and answers with its cookie and CSRF token.
+pub(crate) async fn start_session(
+    st: &AppState,
+    user: String,
+    role: String,
+    now: Timestamp,
+) -> Result<Response, ApiError> {
+    let cfg = &st.config;
     let sid = hex::encode(rand::random::<[u8; 32]>());
     let csrf = hex::encode(rand::random::<[u8; 32]>());
     let max_s = cfg.session_max_s.max(1);
@@ -354,7 +406,7 @@ async fn login(
         .create_session(NewSession {
             id_hash: sha256(&sid),
             csrf_hash: sha256(&csrf),
-            user: account.name.clone(),
+            user: user.clone(),
             created: now,
             expires,
         })
@@ -363,8 +415,8 @@ async fn login(
         "{SESSION_COOKIE}={sid}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={max_s}"
     );
     let mut resp = Json(json!({
-        "user": account.name,
-        "role": account.role,
+        "user": user,
+        "role": role,
         "csrf_token": csrf,
         "expires": expires,
     }))

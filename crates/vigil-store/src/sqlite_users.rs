@@ -82,6 +82,32 @@ impl UserStore for SqliteStore {
         .await
     }
 
+    async fn upsert_external_user(
+        &self,
+        name: &str,
+        role: &str,
+        now: Timestamp,
+    ) -> Result<UserAccount, StoreError> {
+        validate_name(name)?;
+        validate_role(role)?;
+        let (name, role) = (name.to_owned(), role.to_owned());
+        self.blocking(move |inner| {
+            inner.write(|tx, _| {
+                tx.execute(
+                    "INSERT INTO app_user(name, role, created) VALUES (?1, ?2, ?3) ON CONFLICT(name) DO UPDATE SET role = excluded.role",
+                    params![name, role, now.0],
+                )?;
+                tx.query_row(
+                    &format!("SELECT {USER_COLS} FROM app_user WHERE name = ?1"),
+                    [&name],
+                    user_row,
+                )
+                .map_err(Into::into)
+            })
+        })
+        .await
+    }
+
     async fn users(&self) -> Result<Vec<UserAccount>, StoreError> {
         self.blocking(move |inner| {
             inner.read(|c| {

@@ -126,6 +126,14 @@ pub trait UserStore {
     /// `Conflict` when the name is taken, `Invalid` for a bad name or role.
     async fn create_user(&self, user: UserAccount) -> Result<(), StoreError>;
     async fn user(&self, name: &str) -> Result<Option<UserAccount>, StoreError>;
+    /// An account vouched for by an identity provider: created without a password when
+    /// absent, its role set to `role` when present. Returns the account as stored.
+    async fn upsert_external_user(
+        &self,
+        name: &str,
+        role: &str,
+        now: Timestamp,
+    ) -> Result<UserAccount, StoreError>;
     /// Every account, by name.
     async fn users(&self) -> Result<Vec<UserAccount>, StoreError>;
     /// Disables or enables an account. Disabling revokes all its sessions and API tokens.

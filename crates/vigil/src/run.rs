@@ -111,6 +111,11 @@ pub async fn hub(args: HubArgs, file: Option<&Path>) -> anyhow::Result<()> {
     if let Some(l) = args.listen {
         cfg.hub.listen = l;
     }
+    if cfg.hub.settings.oidc.is_some() && !vigil_hub::session::OIDC_BUILT {
+        return Err(
+            InputError("[hub.oidc] needs a vigil built with --features oidc".into()).into(),
+        );
+    }
     let db = cfg.hub_database();
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db)).await??;
     let listener = tokio::net::TcpListener::bind(cfg.hub.listen)

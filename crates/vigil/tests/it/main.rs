@@ -10,5 +10,7 @@ mod fhir;
 mod harness;
 mod login;
 mod mqtt_crash;
+#[cfg(feature = "oidc")]
+mod oidc;
 mod scenarios;
 mod sync;
