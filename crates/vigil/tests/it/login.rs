@@ -327,6 +327,44 @@ async fn idle_sessions_expire() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_end_at_their_absolute_limit_however_busy() {
+    let site = Site::new();
+    site.user("nurse-abe", "nurse", PW);
+    let hub = harness::spawn_hub_with(
+        &site.hub_dir(),
+        "127.0.0.1:0",
+        &[("VIGIL_HUB__SESSION_MAX_S", "3")],
+    );
+    let c = harness::client();
+    let r = harness::login(&c, &hub.url, "nurse-abe", PW).await;
+    let cookie = r
+        .headers()
+        .get(header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .expect("cookie")
+        .to_owned();
+    assert!(cookie.contains("Max-Age=3"), "{cookie}");
+    let b = Browser {
+        cookie: cookie.split(';').next().expect("pair").to_owned(),
+        csrf: String::new(),
+    };
+    // Used every 300 ms, never idle, and still over once the limit passes.
+    assert_eq!(me(&c, &hub.url, &b).await, 200);
+    let start = std::time::Instant::now();
+    let mut refused = false;
+    while start.elapsed() < Duration::from_secs(10) {
+        let s = me(&c, &hub.url, &b).await;
+        if s == 401 {
+            refused = true;
+            break;
+        }
+        assert_eq!(s, 200);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(refused, "the session outlived its absolute limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cookie_authenticated_writes_need_the_csrf_token_and_a_same_origin() {
     let site = Site::new();
     site.user("ops-amy", "admin", PW);
