@@ -861,4 +861,28 @@ fn create_user_refuses_bad_input_with_exit_code_2() {
         )
         .expect("hash");
     assert!(hash.starts_with("$argon2id$") && !hash.contains(&pw));
+    drop(db);
+    let out = harness::vigil()
+        .args(["admin", "disable-user", "amy", "--data-dir", d])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = rusqlite::Connection::open(site.hub_dir().join("hub.db")).expect("db");
+    let disabled: bool = db
+        .query_row(
+            "SELECT disabled FROM app_user WHERE name = 'amy'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("flag");
+    assert!(disabled);
+    let out = harness::vigil()
+        .args(["admin", "disable-user", "nobody", "--data-dir", d])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "an unknown user");
 }
