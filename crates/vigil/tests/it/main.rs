@@ -2,12 +2,14 @@
 
 mod access;
 mod alerts;
+mod api_fuzz;
 mod bad_input;
 mod cli;
 mod demo;
 mod edge;
 mod fhir;
 mod harness;
+mod log_privacy;
 mod login;
 mod mqtt_crash;
 #[cfg(feature = "oidc")]
