@@ -88,3 +88,26 @@ pub async fn disable_user(a: DisableUserArgs, cfg: &Config) -> anyhow::Result<()
         Err(e) => Err(e.into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn the_readme_oidc_example_loads() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("[hub.oidc]\n").expect("the OIDC example");
+        let len = readme[start..].find("```").expect("end of the block");
+        let d = tempfile::tempdir().expect("dir");
+        let f = d.path().join("vigil.toml");
+        std::fs::write(&f, &readme[start..start + len]).expect("write");
+        let cfg = Config::load(Some(&f), []).expect("the OIDC example loads");
+        let oidc = cfg.hub.settings.oidc.expect("an [hub.oidc] section");
+        assert_eq!(oidc.role_claim, "groups");
+        assert_eq!(
+            oidc.roles.get("ward-nurses").map(String::as_str),
+            Some("nurse")
+        );
+        assert_eq!(oidc.name_claim, "preferred_username");
+    }
+}
