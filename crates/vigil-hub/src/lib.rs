@@ -12,9 +12,12 @@ pub mod access;
 mod alert_routes;
 pub mod alerts;
 pub mod auth;
+pub mod ehr_push;
 mod error;
+mod fhir_inbound;
 mod fhir_routes;
 pub mod notify;
+pub mod oauth;
 #[cfg(feature = "oidc")]
 mod oidc;
 mod routes;
@@ -80,6 +83,8 @@ pub struct HubConfig {
     /// Sign-in through an OpenID Connect identity provider (`[hub.oidc]`; needs a build with
     /// the `oidc` feature).
     pub oidc: Option<session::OidcConfig>,
+    /// External FHIR servers that receive new Observations and alert Flags (`[[hub.ehr]]`).
+    pub ehr: Vec<ehr_push::EhrTarget>,
 }
 
 impl Default for HubConfig {
@@ -105,6 +110,7 @@ impl Default for HubConfig {
             login_lockout_s: 900,
             login_ip_failures_per_min: 30,
             oidc: None,
+            ehr: Vec::new(),
         }
     }
 }
@@ -237,6 +243,7 @@ pub async fn serve(
             }
         })
     };
+    let pusher = tokio::spawn(ehr_push::run(state.clone()));
     let result = axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
@@ -249,5 +256,6 @@ pub async fn serve(
     {
         task.abort();
     }
+    pusher.abort();
     result
 }

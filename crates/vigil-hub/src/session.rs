@@ -113,8 +113,9 @@ pub fn check_password_policy(name: &str, password: &str) -> Result<(), PasswordE
 /// The Argon2id PHC string of `password` with a fresh random salt (slow: call off the
 /// async runtime).
 pub fn hash_password(password: &str) -> Result<String, PasswordError> {
+    let salt: [u8; 16] = rand::random();
     argon2()
-        .hash_password(password.as_bytes())
+        .hash_password_with_salt(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| PasswordError::Hash(e.to_string()))
 }

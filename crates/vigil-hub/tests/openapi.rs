@@ -33,7 +33,11 @@ fn routes_in_sources() -> BTreeSet<(String, String)> {
                 .unwrap_or(body.len());
             // Routes of the FHIR router are relative (mounted under /fhir/r4) and described
             // by its CapabilityStatement instead.
-            if !path.starts_with("/api/") && path != "/health" && path != "/metrics" {
+            if !path.starts_with("/api/")
+                && !path.starts_with("/oauth2/")
+                && path != "/health"
+                && path != "/metrics"
+            {
                 continue;
             }
             for m in METHODS {

@@ -15,8 +15,10 @@
 
 pub mod alert;
 pub mod chunk;
+pub mod push;
 pub mod sqlite;
 mod sqlite_alerts;
+mod sqlite_push;
 mod sqlite_users;
 pub mod users;
 
@@ -31,6 +33,7 @@ pub use alert::{
     NewNotification, Notification, Raised,
 };
 pub use chunk::StoredReading;
+pub use push::PushStore;
 pub use users::{
     LockoutPolicy, NewSession, SessionInfo, TokenInfo, UserAccount, UserStore, token_id,
 };
@@ -187,7 +190,7 @@ pub struct ReprocessOutcome {
 
 /// The hub's storage.
 #[async_trait]
-pub trait Store: UserStore + Send + Sync + 'static {
+pub trait Store: UserStore + PushStore + Send + Sync + 'static {
     /// Stores a gateway batch atomically with the gateway's cursor (see the crate docs).
     async fn ingest(&self, batch: IngestBatch) -> Result<IngestOutcome, StoreError>;
 

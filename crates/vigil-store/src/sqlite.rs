@@ -100,6 +100,7 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(alerts::SCHEMA)?;
         conn.execute_batch(crate::sqlite_users::SCHEMA)?;
+        conn.execute_batch(crate::sqlite_push::SCHEMA)?;
         let cache = load_cache(&conn)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -352,6 +353,7 @@ impl SeriesWriter {
                 rs.len() as i64,
                 data
             ])?;
+            crate::sqlite_push::journal_chunk(tx, pk, mid, rs.len(), &data)?;
             let body = postcard::to_stdvec(last).map_err(engine)?;
             latest.execute(params![pk, mid, last.time.0, body])?;
         }

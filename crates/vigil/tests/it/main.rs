@@ -7,6 +7,7 @@ mod bad_input;
 mod cli;
 mod demo;
 mod edge;
+mod ehr_push;
 mod fhir;
 mod harness;
 mod log_privacy;
