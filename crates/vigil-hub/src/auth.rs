@@ -1,5 +1,6 @@
-//! Bearer credentials. Tokens are 32 random bytes shown once; the hub stores only their
-//! SHA-256 (high-entropy tokens need no slow hash: there is nothing to brute-force).
+//! Credentials. API tokens are 32 random bytes shown once; the hub stores only their
+//! SHA-256 (high-entropy tokens need no slow hash: there is nothing to brute-force). People
+//! signed in from a browser present a session cookie instead (see [`crate::session`]).
 
 use crate::{ApiError, AppState};
 use axum::extract::FromRequestParts;
@@ -46,7 +47,15 @@ pub struct User {
 
 impl FromRequestParts<AppState> for User {
     type Rejection = ApiError;
+    /// A bearer API token when an `Authorization` header is present, else a session cookie
+    /// (see [`crate::session`]: cookie-authenticated unsafe requests must pass the CSRF check).
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if !parts.headers.contains_key(header::AUTHORIZATION)
+            && let Some(sid) = crate::session::session_cookie(&parts.headers)
+        {
+            let (name, role) = crate::session::authenticate(parts, state, sid).await?;
+            return Ok(User { name, role });
+        }
         let token = bearer(parts)?;
         if !token.starts_with(API_PREFIX) {
             return Err(ApiError::Unauthorized);
@@ -57,6 +66,10 @@ impl FromRequestParts<AppState> for User {
             .await?
             .ok_or(ApiError::Unauthorized)?;
         if t.revoked || t.expires.is_some_and(|e| e <= Timestamp::now()) {
+            return Err(ApiError::Unauthorized);
+        }
+        // Tokens of a disabled account stop working (disabling also revokes them).
+        if state.store.user(&t.name).await?.is_some_and(|u| u.disabled) {
             return Err(ApiError::Unauthorized);
         }
         Ok(User {

@@ -26,6 +26,14 @@ pub enum ApiError {
     CursorAhead { cursor: u64 },
     #[error("internal error")]
     Internal(String),
+    #[error("unknown user name or wrong password")]
+    InvalidCredentials,
+    #[error("too many failed logins; the account is locked for {retry_after_s} s")]
+    Locked { retry_after_s: u64 },
+    #[error("too many failed logins from this address; retry in {retry_after_s} s")]
+    RateLimited { retry_after_s: u64 },
+    #[error("{0}")]
+    Csrf(&'static str),
 }
 
 impl ApiError {
@@ -47,6 +55,10 @@ impl ApiError {
             Self::Conflict(_) => "conflict",
             Self::CursorAhead { .. } => "cursor_ahead",
             Self::Internal(_) => "internal",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::Locked { .. } => "locked",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Csrf(_) => "csrf",
         }
     }
 
@@ -60,6 +72,10 @@ impl ApiError {
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Conflict(_) | Self::CursorAhead { .. } => StatusCode::CONFLICT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Self::Locked { .. } => StatusCode::LOCKED,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Csrf(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -74,6 +90,10 @@ impl ApiError {
             Self::Conflict(_) => "Conflict",
             Self::CursorAhead { .. } => "Gateway cursor ahead of hub",
             Self::Internal(_) => "Internal error",
+            Self::InvalidCredentials => "Invalid credentials",
+            Self::Locked { .. } => "Account locked",
+            Self::RateLimited { .. } => "Too many requests",
+            Self::Csrf(_) => "Cross-site request refused",
         }
     }
 }
@@ -116,9 +136,16 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Self::Locked { retry_after_s } | Self::RateLimited { retry_after_s } = self {
+            body["retry_after_s"] = json!(retry_after_s);
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Self::Locked { retry_after_s } | Self::RateLimited { retry_after_s } = self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
         }
         resp
     }

@@ -19,7 +19,11 @@ mod fhir_routes;
 pub mod notify;
 pub mod oauth;
 pub mod privacy_routes;
+#[cfg(feature = "oidc")]
+mod oidc;
 mod routes;
+pub mod session;
+mod users;
 
 pub use error::ApiError;
 pub use routes::{OPENAPI as OPENAPI_YAML, router};
@@ -71,6 +75,19 @@ pub struct HubConfig {
     pub break_glass_minutes: f64,
     /// Retention periods per kind of data (`[hub.retention]`).
     pub retention: privacy_routes::RetentionConfig,
+    /// A browser session unused this long expires, in seconds.
+    pub session_idle_s: u64,
+    /// A browser session expires this long after login however it is used, in seconds.
+    pub session_max_s: u64,
+    /// Failed logins in a row that lock an account.
+    pub login_max_failures: u32,
+    /// First lock period of an account, doubled per repeated lockout (at most a day), s.
+    pub login_lockout_s: u64,
+    /// Failed logins one source address may make per minute before it is refused (429).
+    pub login_ip_failures_per_min: u32,
+    /// Sign-in through an OpenID Connect identity provider (`[hub.oidc]`; needs a build with
+    /// the `oidc` feature).
+    pub oidc: Option<session::OidcConfig>,
     /// External FHIR servers that receive new Observations and alert Flags (`[[hub.ehr]]`).
     pub ehr: Vec<ehr_push::EhrTarget>,
 }
@@ -94,6 +111,12 @@ impl Default for HubConfig {
             battery_ok_percent: 30.0,
             break_glass_minutes: 60.0,
             retention: privacy_routes::RetentionConfig::default(),
+            session_idle_s: 1800,
+            session_max_s: 43_200,
+            login_max_failures: 5,
+            login_lockout_s: 900,
+            login_ip_failures_per_min: 30,
+            oidc: None,
             ehr: Vec::new(),
         }
     }
@@ -123,6 +146,7 @@ pub struct AppState {
     pub config: Arc<HubConfig>,
     pub metrics: Arc<HubMetrics>,
     pub alerts: Arc<alerts::Alerting>,
+    pub logins: Arc<session::LoginGuard>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -140,6 +164,7 @@ impl AppState {
             config: Arc::new(config),
             metrics: Arc::new(HubMetrics::default()),
             alerts: Arc::new(alerts::Alerting::default()),
+            logins: Arc::new(session::LoginGuard::default()),
         }
     }
 }
@@ -227,9 +252,12 @@ pub async fn serve(
         })
     };
     let pusher = tokio::spawn(ehr_push::run(state.clone()));
-    let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
     for task in [
         compactor,
         escalator,

@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/openapi.yaml", get(openapi))
         .merge(crate::alert_routes::routes())
         .merge(crate::privacy_routes::routes())
+        .merge(crate::users::routes())
         .merge(crate::ehr_push::routes())
         .nest("/fhir/r4", crate::fhir_routes::router())
         .fallback(|| async { ApiError::NotFound("route".into()) })

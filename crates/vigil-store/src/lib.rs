@@ -21,6 +21,8 @@ pub mod sqlite;
 mod sqlite_alerts;
 mod sqlite_privacy;
 mod sqlite_push;
+mod sqlite_users;
+pub mod users;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -35,6 +37,9 @@ pub use alert::{
 pub use chunk::StoredReading;
 pub use privacy::PrivacyStore;
 pub use push::PushStore;
+pub use users::{
+    LockoutPolicy, NewSession, SessionInfo, TokenInfo, UserAccount, UserStore, token_id,
+};
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
@@ -188,7 +193,7 @@ pub struct ReprocessOutcome {
 
 /// The hub's storage.
 #[async_trait]
-pub trait Store: PrivacyStore + PushStore + Send + Sync + 'static {
+pub trait Store: PrivacyStore + UserStore + PushStore + Send + Sync + 'static {
     /// Stores a gateway batch atomically with the gateway's cursor (see the crate docs).
     async fn ingest(&self, batch: IngestBatch) -> Result<IngestOutcome, StoreError>;
 

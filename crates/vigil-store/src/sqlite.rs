@@ -101,6 +101,7 @@ impl SqliteStore {
         let conn = open_conn(&path)?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(alerts::SCHEMA)?;
+        conn.execute_batch(crate::sqlite_users::SCHEMA)?;
         conn.execute_batch(crate::sqlite_push::SCHEMA)?;
         crate::sqlite_privacy::init(&conn)?;
         let cache = load_cache(&conn)?;

@@ -9,6 +9,7 @@ mod demo;
 mod news2;
 mod run;
 mod sim;
+mod users;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -88,6 +88,10 @@ pub enum AdminCmd {
         #[arg(long)]
         id: String,
     },
+    /// Create a user who signs in with a password (Argon2id-hashed).
+    CreateUser(crate::users::CreateUserArgs),
+    /// Disable a user (revoking their sessions and API tokens), or enable them again.
+    DisableUser(crate::users::DisableUserArgs),
 }
 
 pub fn load_config(file: Option<&Path>) -> anyhow::Result<Config> {
@@ -110,6 +114,11 @@ pub async fn hub(args: HubArgs, file: Option<&Path>) -> anyhow::Result<()> {
     }
     if let Some(l) = args.listen {
         cfg.hub.listen = l;
+    }
+    if cfg.hub.settings.oidc.is_some() && !vigil_hub::session::OIDC_BUILT {
+        return Err(
+            InputError("[hub.oidc] needs a vigil built with --features oidc".into()).into(),
+        );
     }
     let db = cfg.hub_database();
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db)).await??;
@@ -255,6 +264,8 @@ pub async fn admin(cmd: AdminCmd, file: Option<&Path>) -> anyhow::Result<()> {
             store.create_gateway(&id, &hash_token(&token)).await?;
             announce(&token);
         }
+        AdminCmd::CreateUser(a) => crate::users::create_user(a, &cfg).await?,
+        AdminCmd::DisableUser(a) => crate::users::disable_user(a, &cfg).await?,
     }
     Ok(())
 }

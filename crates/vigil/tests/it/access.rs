@@ -701,3 +701,84 @@ async fn consent_export_and_break_glass_follow_the_role_matrix() {
     .await;
     assert_eq!(list["count"], 0, "{list}");
 }
+
+/// A cookie-authenticated call (with the session's CSRF token).
+async fn browse(
+    c: &reqwest::Client,
+    method: Method,
+    url: String,
+    b: &harness::Browser,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = c
+        .request(method, url)
+        .header(reqwest::header::COOKIE, &b.cookie)
+        .header("X-CSRF-Token", &b.csrf);
+    if let Some(v) = body {
+        req = req.json(&v);
+    }
+    let r = req.send().await.expect("hub reachable");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_in_people_get_the_scope_of_their_role_and_care_team() {
+    const PW: &str = "a long enough passphrase";
+    let site = Site::new();
+    site.user("nurse-in", "nurse", PW);
+    site.user("carer-a", "caregiver", PW);
+    site.user(A, "patient", PW);
+    site.user("dr-out", "clinician", PW);
+    let hub = harness::spawn_hub(&site.hub_dir(), "127.0.0.1:0");
+    let w = world(site, hub).await;
+    let u = &w.hub.url;
+    // (user, reads A, reads B, acknowledges A)
+    for (who, read_a, ack_a) in [
+        ("nurse-in", 200, 200),
+        ("carer-a", 200, 403),
+        (A, 200, 403),
+        ("dr-out", 404, 404),
+    ] {
+        let b = harness::sign_in(&w.c, u, who, PW).await;
+        for (p, want) in [(A, read_a), (B, 404)] {
+            for path in [
+                format!("{u}/api/v1/patients/{p}"),
+                format!("{u}/api/v1/patients/{p}/readings"),
+                format!("{u}/fhir/r4/Patient/{p}"),
+            ] {
+                let (s, v) = browse(&w.c, Method::GET, path.clone(), &b, None).await;
+                assert_eq!(s.as_u16(), want, "{who} GET {path}: {v}");
+            }
+        }
+        // IDOR with a session: B's alert is not there for anyone of A's team.
+        let alert_b = w.alert[B];
+        let (s, v) = browse(
+            &w.c,
+            Method::POST,
+            format!("{u}/api/v1/alerts/{alert_b}/resolve"),
+            &b,
+            Some(json!({"note": "not mine"})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{who}: {v}");
+        let alert_a = w.alert[A];
+        let (s, v) = browse(
+            &w.c,
+            Method::POST,
+            format!("{u}/api/v1/alerts/{alert_a}/acknowledge"),
+            &b,
+            None,
+        )
+        .await;
+        let s = if s == StatusCode::CONFLICT {
+            200
+        } else {
+            s.as_u16()
+        };
+        assert_eq!(s, ack_a, "{who} acknowledges A's alert: {v}");
+        // Administration stays with the admin role.
+        let (s, _) = browse(&w.c, Method::GET, format!("{u}/api/v1/gateways"), &b, None).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{who}");
+    }
+}

@@ -409,3 +409,77 @@ pub async fn gateway_health(c: &reqwest::Client, gateway: &str) -> serde_json::V
         .await
         .expect("json")
 }
+
+impl Site {
+    /// Creates a user who signs in with `password` (`vigil admin create-user`, password on
+    /// standard input).
+    pub fn user(&self, name: &str, role: &str, password: &str) {
+        use std::io::Write;
+        let d = self.dir.path().to_str().expect("utf8 path");
+        let mut child = vigil()
+            .args([
+                "admin",
+                "create-user",
+                name,
+                "--role",
+                role,
+                "--data-dir",
+                d,
+                "--password-stdin",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run vigil admin create-user");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{password}\n").as_bytes())
+            .expect("write password");
+        let out = child.wait_with_output().expect("create-user ends");
+        assert!(
+            out.status.success(),
+            "create-user {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A browser-style login: the response (its cookie and CSRF token on success).
+pub async fn login(
+    c: &reqwest::Client,
+    hub: &str,
+    name: &str,
+    password: &str,
+) -> reqwest::Response {
+    c.post(format!("{hub}/api/v1/auth/login"))
+        .json(&serde_json::json!({ "name": name, "password": password }))
+        .send()
+        .await
+        .expect("hub reachable")
+}
+
+/// A signed-in browser: its session cookie (`vigil_session=...`) and CSRF token.
+#[derive(Debug, Clone)]
+pub struct Browser {
+    pub cookie: String,
+    pub csrf: String,
+}
+
+/// Logs in and returns the session; panics unless the login succeeds.
+pub async fn sign_in(c: &reqwest::Client, hub: &str, name: &str, password: &str) -> Browser {
+    let r = login(c, hub, name, password).await;
+    assert_eq!(r.status(), 200, "login of {name}");
+    let cookie = r
+        .headers()
+        .get(reqwest::header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("session cookie")
+        .to_owned();
+    let body: serde_json::Value = r.json().await.expect("login json");
+    let csrf = body["csrf_token"].as_str().expect("csrf token").to_owned();
+    Browser { cookie, csrf }
+}

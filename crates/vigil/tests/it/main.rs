@@ -11,7 +11,10 @@ mod ehr_push;
 mod fhir;
 mod harness;
 mod log_privacy;
+mod login;
 mod mqtt_crash;
 mod privacy;
+#[cfg(feature = "oidc")]
+mod oidc;
 mod scenarios;
 mod sync;
