@@ -63,6 +63,13 @@ pub struct HubConfig {
     pub battery_low_percent: f64,
     /// A later battery event at or above this percentage resolves `low-battery`.
     pub battery_ok_percent: f64,
+    /// A stock-level event at or below this quantity is a FHIR SupplyRequest.
+    pub supply_reorder_level: f64,
+    /// A SupplyRequest asks for enough to bring the item back to this quantity.
+    pub supply_par_level: f64,
+    /// Where FHIR bulk exports (`$export`) are written; the binary sets `<data_dir>/fhir-export`.
+    /// None: a `vigil-fhir-export` directory under the system's temporary directory.
+    pub export_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for HubConfig {
@@ -82,6 +89,9 @@ impl Default for HubConfig {
             stale_check_ms: 5000,
             battery_low_percent: 20.0,
             battery_ok_percent: 30.0,
+            supply_reorder_level: 5.0,
+            supply_par_level: 20.0,
+            export_dir: None,
         }
     }
 }

@@ -158,8 +158,13 @@ fn same_reading_gives_the_same_id_and_identifier_and_a_different_one_does_not() 
     assert_eq!(oa.id, ob.id);
     assert_eq!(oa.identifier, ob.identifier);
     let id = oa.id.clone().expect("id");
-    assert_eq!(id.len(), 32);
     assert!(is_fhir_id(&id));
+    // The id names its reading, so a read can find it again.
+    let key = vigil_fhir::ObservationKey::parse(&id).expect("resolvable id");
+    assert_eq!(key.time, a.time);
+    assert_eq!(key.metric, a.metric);
+    assert!(key.matches(&pid(), &a.device));
+    assert!(!key.matches(&pid(), &crate::examples::did("ox-2")));
     assert_eq!(
         oa.identifier[0].system.as_deref(),
         Some(system::OBSERVATION)
