@@ -7,6 +7,8 @@ mod cli;
 mod demo;
 mod edge;
 mod fhir;
+mod fhir_client;
+mod fhir_resources;
 mod harness;
 mod mqtt_crash;
 mod scenarios;
