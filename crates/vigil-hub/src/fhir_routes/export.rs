@@ -133,15 +133,15 @@ fn request_of(p: &[(String, String)]) -> Result<Request, FhirError> {
                     FhirError::bad(format!("_since must be a FHIR instant, got {v:?}"))
                 })?);
             }
-            "_outputFormat" => {
+            "_outputFormat"
                 if !matches!(
                     v.as_str(),
                     "application/fhir+ndjson" | "application/ndjson" | "ndjson"
-                ) {
-                    return Err(FhirError::bad(format!(
-                        "_outputFormat {v:?} is not supported (application/fhir+ndjson)"
-                    )));
-                }
+                ) =>
+            {
+                return Err(FhirError::bad(format!(
+                    "_outputFormat {v:?} is not supported (application/fhir+ndjson)"
+                )));
             }
             _ => {}
         }

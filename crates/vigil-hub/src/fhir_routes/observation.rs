@@ -324,7 +324,7 @@ async fn walk(
     }
     let mut pos = start;
     loop {
-        let step = want.saturating_add(1).max(STEP).min(100_000);
+        let step = want.saturating_add(1).clamp(STEP, 100_000);
         let skip = pos.map_or(0, |c| c.skip);
         let (from, to) = match (pos, f.descending) {
             (None, _) => (f.from, f.to),
