@@ -265,6 +265,14 @@ fn news2_risk_assessment_has_a_basis_per_parameter_and_the_risk_band() {
         Some("2026-11-24T08:15:30.250Z")
     );
     assert_eq!(vigil_fhir::risk_assessment(&pid(), &n, t0()).id, ra.id);
+    // The id names the patient and time, so a read can compute the assessment again.
+    let id = ra.id.clone().expect("id");
+    assert!(is_fhir_id(&id));
+    let key = vigil_fhir::RiskKey::parse(&id).expect("resolvable id");
+    assert_eq!(key.time, t0());
+    assert!(vigil_fhir::patient_id(&pid()).starts_with(&key.patient));
+    assert_eq!(vigil_fhir::RiskKey::parse("news2.xyz.1"), None);
+    assert_eq!(vigil_fhir::ObservationKey::parse(&id), None);
 }
 
 #[test]
