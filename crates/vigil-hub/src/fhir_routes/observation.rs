@@ -630,3 +630,86 @@ async fn lastn(
         vec![link("self", url)],
     ))))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(s: &str) -> i64 {
+        Timestamp::parse(s)
+            .map(Timestamp::millis)
+            .unwrap_or(i64::MIN)
+    }
+
+    #[test]
+    fn partial_dates_span_their_whole_period() {
+        assert_eq!(
+            date_span("2025"),
+            Some((ms("2025-01-01T00:00:00Z"), ms("2026-01-01T00:00:00Z") - 1))
+        );
+        assert_eq!(
+            date_span("2025-12"),
+            Some((ms("2025-12-01T00:00:00Z"), ms("2026-01-01T00:00:00Z") - 1))
+        );
+        assert_eq!(
+            date_span("2024-02"),
+            Some((ms("2024-02-01T00:00:00Z"), ms("2024-03-01T00:00:00Z") - 1))
+        );
+        assert_eq!(
+            date_span("2024-02-29"),
+            Some((ms("2024-02-29T00:00:00Z"), ms("2024-03-01T00:00:00Z") - 1))
+        );
+        let t = ms("2024-02-29T10:00:05Z");
+        assert_eq!(date_span("2024-02-29T10:00:05Z"), Some((t, t + 999)));
+        assert_eq!(
+            date_span("2024-02-29T10:00:05.250Z"),
+            Some((t + 250, t + 250))
+        );
+        for bad in [
+            "",
+            "20",
+            "2024-13",
+            "2024-02-30",
+            "yesterday",
+            "2024-02-29T25:00:00Z",
+        ] {
+            assert_eq!(date_span(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn prefixes_combine_into_one_inclusive_range() {
+        let p = |v: &[&str]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|x| ("date".to_owned(), (*x).to_owned()))
+                .collect()
+        };
+        let day = ms("2024-03-01T00:00:00Z");
+        let (from, to) =
+            date_range(&p(&["ge2024-03-01", "lt2024-03-02"]), "date").unwrap_or_default();
+        assert_eq!(
+            (from, to),
+            (Some(Timestamp(day)), Some(Timestamp(day + 86_400_000 - 1)))
+        );
+        let (from, to) =
+            date_range(&p(&["gt2024-03-01", "le2024-03-01"]), "date").unwrap_or_default();
+        assert_eq!(
+            (from, to),
+            (
+                Some(Timestamp(day + 86_400_000)),
+                Some(Timestamp(day + 86_400_000 - 1))
+            ),
+            "an empty range"
+        );
+        assert!(date_range(&p(&["ap2024-03-01"]), "date").is_err());
+        assert!(date_range(&p(&["ge"]), "date").is_err());
+    }
+
+    #[test]
+    fn cursors_round_trip_and_count_readings_of_one_instant() {
+        let c = Cursor { time: -5, skip: 3 };
+        assert_eq!(Cursor::parse(&c.render()).ok(), Some(c));
+        assert!(Cursor::parse("5").is_err());
+        assert!(Cursor::parse("a.1").is_err());
+    }
+}
