@@ -600,3 +600,31 @@ async fn fhir_unknown_parameters_and_ids_are_operation_outcomes() {
     }
     outcome(f.get("/RiskAssessment").await, 400, "required").await;
 }
+
+#[tokio::test]
+async fn fhir_reingesting_a_reading_keeps_one_observation_with_the_same_id() {
+    let mut f = fixture().await;
+    let q = format!("/Observation?patient=p-fhir&code=8867-4&date=eq{}", f.at(3));
+    let before = f.ok(&q).await;
+    assert_eq!(before["total"], 1);
+    // The same reading again, as a source that delivers at least once would resend it.
+    let again = Record::Reading(Reading::quantity(
+        DeviceId::new("d-fhir").expect("id"),
+        "8867-4".parse().expect("hr"),
+        73.0,
+        Timestamp(f.t0 + 3 * STEP_MS),
+    ));
+    f.ingest(&[again]).await;
+    let after = f.ok(&q).await;
+    assert_eq!(after["total"], 1, "{after}");
+    assert_eq!(
+        after["entry"][0]["resource"]["id"],
+        before["entry"][0]["resource"]["id"]
+    );
+    assert_eq!(
+        after["entry"][0]["resource"]["identifier"],
+        before["entry"][0]["resource"]["identifier"]
+    );
+    let all = f.ok("/Observation?patient=p-fhir&_summary=count").await;
+    assert_eq!(all["total"], 2 * N);
+}
