@@ -108,22 +108,15 @@ pub(super) async fn news2_series(
     let inputs = vigil_rules::news2::input_metrics();
     let carries =
         |m: Metric| inputs.contains(&m) || m.components().iter().any(|c| inputs.contains(c));
-    let stored: Vec<Metric> = st
-        .store
-        .latest(patient)
-        .await?
-        .into_iter()
-        .map(|r| r.metric)
-        .filter(|m| carries(*m))
-        .collect();
-    let newest = st
+    let latest: Vec<_> = st
         .store
         .latest(patient)
         .await?
         .into_iter()
         .filter(|r| carries(r.metric))
-        .map(|r| r.time)
-        .max();
+        .collect();
+    let stored: Vec<Metric> = latest.iter().map(|r| r.metric).collect();
+    let newest = latest.iter().map(|r| r.time).max();
     let Some(to) = to.or(newest) else {
         return Ok(Vec::new());
     };
