@@ -42,6 +42,7 @@ const MAX_MATCHES: usize = 100_000;
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
+        .route("/", axum::routing::post(crate::fhir_inbound::transaction))
         .route("/metadata", get(metadata))
         .route("/Patient", get(search_patients))
         .route("/Patient/{id}", get(read_patient))
@@ -284,6 +285,9 @@ async fn metadata(headers: HeaderMap) -> Response {
                     "interaction": read_search(),
                     "searchParam": with(vec![param("name", "string", "exact location name")], paging()),
                 },
+            ],
+            "interaction": [
+                {"code": "transaction", "documentation": "POST a transaction Bundle of conditional creates and updates (integration and admin tokens)"},
             ],
             "operation": [
                 {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"},

@@ -2,14 +2,17 @@
 
 mod access;
 mod alerts;
+mod api_fuzz;
 mod bad_input;
 mod cli;
 mod demo;
 mod edge;
+mod ehr_push;
 mod fhir;
 mod fhir_client;
 mod fhir_resources;
 mod harness;
+mod log_privacy;
 mod mqtt_crash;
 mod scenarios;
 mod sync;
