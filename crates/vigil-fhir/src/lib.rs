@@ -22,9 +22,12 @@
 //!
 //! # Deterministic ids
 //!
-//! Every resource id is the first 32 hex digits of a SHA-256 over its resource type and its
-//! natural key (length-prefixed parts, so no two keys collide by concatenation), for example
-//! (patient, device, LOINC, device time in ms) for an Observation. The same id is also the
+//! Every resource id is a pure function of its resource type and natural key. Most are the
+//! first 32 hex digits of a SHA-256 over both (length-prefixed parts, so no two keys collide
+//! by concatenation). Observations and NEWS2 RiskAssessments, of which there are millions,
+//! instead spell their key out so that a read finds them in storage without an index:
+//! `<patient hash 16 hex>.<LOINC>.<device time ms>.<device hash 8 hex>` and
+//! `news2.<patient hash 16 hex>.<time ms>` ([`ObservationKey`], [`RiskKey`]). The same id is also the
 //! value of the resource's first identifier (system `urn:vigil:<kind>`), which transaction
 //! bundles use for conditional create (`ifNoneExist: identifier=system|value`): re-ingesting
 //! the same reading yields the same id and identifier and never a second Observation.
@@ -107,22 +110,111 @@ pub fn device_id(d: &DeviceId) -> String {
     deterministic_id("Device", &[d.as_str()])
 }
 
+/// Whether `s` is a valid FHIR id (`[A-Za-z0-9\-\.]{1,64}`).
+pub fn is_fhir_id(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
 /// The FHIR id of the Observation for (patient, device, metric, device time).
+///
+/// The id names its reading so that a read resolves it from storage without an index:
+/// `<16 hex of the patient's FHIR id>.<LOINC>.<device time in ms>.<8 hex of the device's
+/// FHIR id>` (see [`ObservationKey::parse`]). It is a pure function of the key, so the same
+/// reading always has the same id.
 pub fn observation_id(
     patient: &PatientId,
     device: &DeviceId,
     metric: Metric,
     t: Timestamp,
 ) -> String {
-    deterministic_id(
-        "Observation",
-        &[
-            patient.as_str(),
-            device.as_str(),
-            metric.loinc(),
-            &t.millis().to_string(),
-        ],
-    )
+    let resolvable = format!(
+        "{}.{}.{}.{}",
+        &patient_id(patient)[..16],
+        metric.loinc(),
+        t.millis(),
+        &device_id(device)[..8]
+    );
+    if is_fhir_id(&resolvable) {
+        resolvable
+    } else {
+        deterministic_id(
+            "Observation",
+            &[
+                patient.as_str(),
+                device.as_str(),
+                metric.loinc(),
+                &t.millis().to_string(),
+            ],
+        )
+    }
+}
+
+/// What an Observation id (from [`observation_id`]) names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservationKey {
+    /// The first 16 hex digits of the patient's FHIR id.
+    pub patient: String,
+    pub metric: Metric,
+    pub time: Timestamp,
+    /// The first 8 hex digits of the device's FHIR id.
+    pub device: String,
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl ObservationKey {
+    /// The key an Observation id names; `None` when it is not such an id.
+    pub fn parse(id: &str) -> Option<Self> {
+        let mut parts = id.split('.');
+        let (p, code, t, d) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || !is_hex(p, 16) || !is_hex(d, 8) {
+            return None;
+        }
+        Some(Self {
+            patient: p.to_owned(),
+            metric: code.parse().ok()?,
+            time: Timestamp(t.parse().ok()?),
+            device: d.to_owned(),
+        })
+    }
+
+    /// Whether the key names a reading of this patient and device.
+    pub fn matches(&self, patient: &PatientId, device: &DeviceId) -> bool {
+        patient_id(patient).starts_with(&self.patient)
+            && device_id(device).starts_with(&self.device)
+    }
+}
+
+/// The FHIR id of a NEWS2 RiskAssessment of `patient` at `time`:
+/// `news2.<16 hex of the patient's FHIR id>.<time in ms>` (see [`RiskKey::parse`]).
+pub fn risk_assessment_id(patient: &PatientId, time: Timestamp) -> String {
+    format!("news2.{}.{}", &patient_id(patient)[..16], time.millis())
+}
+
+/// What a RiskAssessment id (from [`risk_assessment_id`]) names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RiskKey {
+    /// The first 16 hex digits of the patient's FHIR id.
+    pub patient: String,
+    pub time: Timestamp,
+}
+
+impl RiskKey {
+    pub fn parse(id: &str) -> Option<Self> {
+        let rest = id.strip_prefix("news2.")?;
+        let (p, t) = rest.split_once('.')?;
+        if !is_hex(p, 16) {
+            return None;
+        }
+        Some(Self {
+            patient: p.to_owned(),
+            time: Timestamp(t.parse().ok()?),
+        })
+    }
 }
 
 /// The FHIR id of a location by its Vigil name.
@@ -226,6 +318,7 @@ pub fn device(d: &vigil_model::Device) -> Device {
             .into_iter()
             .collect(),
         kind: Some(kind),
+        location: None,
     }
 }
 
@@ -296,7 +389,10 @@ pub fn observation(patient: &PatientId, r: &StoredReading) -> Observation {
     let def = m.def();
     let id = observation_id(patient, &r.device, m, r.time);
     let is_bp = m.loinc() == LOINC_BP_PANEL;
-    let mut meta = Meta::default();
+    let mut meta = Meta {
+        last_updated: Some(r.hub_received.to_rfc3339()),
+        ..Meta::default()
+    };
     if def.vital_sign {
         meta.profile.push(VITAL_SIGNS_PROFILE.to_owned());
     }
@@ -380,10 +476,7 @@ fn parameter_key(p: Parameter) -> &'static str {
 /// to `risk-probability` (`low`, `moderate` for low-medium and medium, `high`) with the band and
 /// the RCP clinical response as rationale and the monitoring frequency as mitigation.
 pub fn risk_assessment(patient: &PatientId, n: &News2, time: Timestamp) -> RiskAssessment {
-    let id = deterministic_id(
-        "RiskAssessment",
-        &["news2", patient.as_str(), &time.millis().to_string()],
-    );
+    let id = risk_assessment_id(patient, time);
     let subject = patient_reference(patient);
     let when = time.to_rfc3339();
     let score_obs = |key: &str, display: String, score: u8| -> Resource {
@@ -470,6 +563,7 @@ pub fn flag(a: &Alert) -> Flag {
         ],
         id: Some(id),
         meta: Some(Meta {
+            last_updated: None,
             profile: Vec::new(),
             tag: vec![
                 Coding::new(system::ALERT_SEVERITY, a.severity.clone()),

@@ -154,6 +154,9 @@ impl Identifier {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Meta {
+    /// When the hub last changed (received) the resource.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_updated: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub profile: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -162,7 +165,7 @@ pub struct Meta {
 
 impl Meta {
     pub fn is_empty(&self) -> bool {
-        self.profile.is_empty() && self.tag.is_empty()
+        self.last_updated.is_none() && self.profile.is_empty() && self.tag.is_empty()
     }
 }
 
@@ -328,6 +331,9 @@ pub struct Device {
     pub device_name: Vec<DeviceName>,
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<CodeableConcept>,
+    /// Where the device was last seen (tracked equipment).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<Reference>,
 }
 
 /// `Observation.component`.

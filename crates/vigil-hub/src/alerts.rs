@@ -615,6 +615,15 @@ impl Alerting {
         self.apply(store, config, plan).await
     }
 
+    /// The NEWS2 assessments (ACVPU, air or oxygen) held for a patient: the latest of each
+    /// kind recorded since the hub started.
+    pub fn assessments(&self, patient: &PatientId) -> vigil_rules::Assessments {
+        lock(&self.states)
+            .get(patient)
+            .map(|s| *s.assessments())
+            .unwrap_or_default()
+    }
+
     /// Records a person's NEWS2 assessment (ACVPU, air or oxygen) for a patient and opens or
     /// joins the NEWS2 alert it completes. Assessments are held in memory with the readings.
     pub async fn on_assessment(

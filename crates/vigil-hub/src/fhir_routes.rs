@@ -3,9 +3,18 @@
 //! Resources come from `vigil_fhir`'s mappings; ids are its deterministic FHIR ids, and a
 //! Patient may also be addressed by its Vigil id. Every error is an OperationOutcome.
 //!
+//! | resource | from | module |
+//! |---|---|---|
+//! | Patient, Device | the registry (a Device carries the location its latest sighting names) | here |
+//! | Observation | stored readings | [`observation`] |
+//! | RiskAssessment | NEWS2 computed from stored readings | [`resources`] |
+//! | Flag | stored alerts | [`resources`] |
+//! | MedicationAdministration, SupplyRequest, Location | stored events | [`resources`] |
+//! | `$everything`, `$export` | all of the above | [`resources`], [`export`] |
+//!
 //! Access: the same API bearer token as `/api/v1` ([`User`]); patient data goes through
-//! [`crate::access`] (a patient out of scope is 404, like an unknown one). Devices are listed
-//! to any valid token.
+//! [`crate::access`] (a patient out of scope is 404, like an unknown one, and is left out of
+//! searches). Devices are listed to any valid token.
 
 use crate::AppState;
 use crate::auth::User;
@@ -18,17 +27,18 @@ use axum::routing::get;
 use serde_json::json;
 use vigil_fhir::{Bundle, BundleLink, Resource};
 use vigil_fhir::{IssueType, Severity};
-use vigil_model::{Metric, PatientId, Timestamp};
-use vigil_store::{ReadingQuery, StoredReading};
+use vigil_model::PatientId;
+
+mod export;
+mod observation;
+mod resources;
 
 const FHIR_JSON: &str = "application/fhir+json";
 /// Default and largest page size of a search.
 const DEFAULT_COUNT: usize = 50;
 const MAX_COUNT: usize = 1000;
-/// Most matches a search considers (paging is by offset over them).
+/// Most matches a search of a derived or in-memory list considers.
 const MAX_MATCHES: usize = 100_000;
-/// Largest `max` of `$lastn`.
-const MAX_LASTN: usize = 1000;
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -38,8 +48,9 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/Patient/{id}", get(read_patient))
         .route("/Device", get(search_devices))
         .route("/Device/{id}", get(read_device))
-        .route("/Observation", get(search_observations))
-        .route("/Observation/$lastn", get(lastn))
+        .merge(observation::routes())
+        .merge(resources::routes())
+        .merge(export::routes())
         .fallback(|| async {
             FhirError::new(
                 StatusCode::NOT_FOUND,
@@ -58,7 +69,7 @@ pub(crate) struct FhirError {
 }
 
 impl FhirError {
-    fn new(status: StatusCode, code: IssueType, diagnostics: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: IssueType, diagnostics: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -66,11 +77,11 @@ impl FhirError {
         }
     }
 
-    fn bad(diagnostics: impl Into<String>) -> Self {
+    pub(crate) fn bad(diagnostics: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, IssueType::Invalid, diagnostics)
     }
 
-    fn not_found(diagnostics: impl Into<String>) -> Self {
+    pub(crate) fn not_found(diagnostics: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, IssueType::NotFound, diagnostics)
     }
 }
@@ -178,6 +189,33 @@ fn link(relation: &str, url: String) -> BundleLink {
 async fn metadata(headers: HeaderMap) -> Response {
     let param =
         |name: &str, ty: &str, doc: &str| json!({"name": name, "type": ty, "documentation": doc});
+    let paging = || {
+        vec![
+            param("_count", "number", "page size (1-1000, default 50)"),
+            param(
+                "_offset",
+                "number",
+                "opaque page position (from page links)",
+            ),
+            param("_summary", "token", "count: the total only"),
+        ]
+    };
+    let patient_params = |required: bool| {
+        let doc = if required {
+            "required: Patient id (FHIR or Vigil), with or without Patient/"
+        } else {
+            "Patient id (FHIR or Vigil), with or without Patient/"
+        };
+        vec![
+            param("patient", "reference", doc),
+            param("subject", "reference", "alias of patient"),
+        ]
+    };
+    let with = |mut a: Vec<serde_json::Value>, b: Vec<serde_json::Value>| {
+        a.extend(b);
+        a
+    };
+    let read_search = || json!([{"code": "read"}, {"code": "search-type"}]);
     let body = json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -189,33 +227,70 @@ async fn metadata(headers: HeaderMap) -> Response {
         "format": [FHIR_JSON, "json"],
         "rest": [{
             "mode": "server",
-            "security": {"description": "Bearer API token, as for /api/v1"},
+            "security": {"description": "Bearer API token, as for /api/v1; a clinician sees only the patients of their care teams"},
             "resource": [
                 {
                     "type": "Patient",
-                    "interaction": [{"code": "read"}, {"code": "search-type"}],
-                    "searchParam": [param("_count", "number", "page size"), param("_offset", "number", "opaque page cursor")],
+                    "interaction": read_search(),
+                    "searchParam": paging(),
+                    "operation": [
+                        {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"},
+                        {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"},
+                    ],
                 },
                 {
                     "type": "Device",
-                    "interaction": [{"code": "read"}, {"code": "search-type"}],
-                    "searchParam": [param("_count", "number", "page size"), param("_offset", "number", "opaque page cursor")],
+                    "interaction": read_search(),
+                    "searchParam": paging(),
                 },
                 {
                     "type": "Observation",
                     "profile": vigil_fhir::VITAL_SIGNS_PROFILE,
-                    "interaction": [{"code": "search-type"}],
-                    "searchParam": [
-                        param("patient", "reference", "required: Patient id (FHIR or Vigil)"),
-                        param("subject", "reference", "Patient/<id>, alternative to patient"),
+                    "interaction": read_search(),
+                    "searchParam": with(with(patient_params(true), vec![
                         param("code", "token", "LOINC or MDC code, optionally system|code"),
-                        param("date", "date", "effective time with prefix eq, lt, le, gt or ge; repeatable"),
-                        param("_count", "number", "page size"),
+                        param("category", "token", "vital-signs, optionally system|code"),
+                        param("date", "date", "effective (device) time with prefix eq, lt, le, gt or ge; repeatable"),
+                        param("_lastUpdated", "date", "hub receive time with prefix eq, lt, le, gt or ge; repeatable"),
                         param("_sort", "string", "date or -date"),
-                        param("_offset", "number", "opaque page cursor"),
-                    ],
+                    ]), paging()),
                     "operation": [{"name": "lastn", "definition": "http://hl7.org/fhir/OperationDefinition/Observation-lastn"}],
                 },
+                {
+                    "type": "RiskAssessment",
+                    "interaction": read_search(),
+                    "searchParam": with(with(patient_params(true), vec![
+                        param("date", "date", "occurrence time with prefix eq, lt, le, gt or ge; default the last 24 h of data"),
+                    ]), paging()),
+                },
+                {
+                    "type": "Flag",
+                    "interaction": read_search(),
+                    "searchParam": with(with(patient_params(false), vec![
+                        param("status", "token", "active or inactive"),
+                    ]), paging()),
+                },
+                {
+                    "type": "MedicationAdministration",
+                    "interaction": read_search(),
+                    "searchParam": with(patient_params(false), paging()),
+                },
+                {
+                    "type": "SupplyRequest",
+                    "interaction": read_search(),
+                    "searchParam": with(patient_params(false), paging()),
+                },
+                {
+                    "type": "Location",
+                    "interaction": read_search(),
+                    "searchParam": with(vec![param("name", "string", "exact location name")], paging()),
+                },
+            ],
+            "interaction": [
+                {"code": "transaction", "documentation": "POST a transaction Bundle of conditional creates and updates (integration and admin tokens)"},
+            ],
+            "operation": [
+                {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"},
             ],
         }],
     });
@@ -282,13 +357,28 @@ async fn read_device(
         .into_iter()
         .find(|d| vigil_fhir::device_id(&d.id) == id || d.id.as_str() == id)
         .ok_or_else(|| FhirError::not_found(format!("Device/{id} is not known")))?;
-    Ok(ok(Resource::Device(vigil_fhir::device(&d))))
+    let places = resources::device_locations(&st).await?;
+    Ok(ok(Resource::Device(device_at(&d, &places))))
 }
 
-/// `_count` and `_offset` of a search, plus the parameters to repeat in page links.
+/// A device with the location of its latest sighting, when it is tracked equipment.
+fn device_at(
+    d: &vigil_model::Device,
+    places: &std::collections::HashMap<String, String>,
+) -> vigil_fhir::Device {
+    let mut out = vigil_fhir::device(d);
+    out.location = places
+        .get(d.id.as_str())
+        .map(|name| vigil_fhir::Reference::to("Location", &vigil_fhir::location_id(name)));
+    out
+}
+
+/// `_count`, `_offset` and `_summary` of a search.
 struct Paging {
     count: usize,
     offset: usize,
+    /// `_summary=count`: the total only, no entries.
+    summary_count: bool,
 }
 
 fn parse_usize(name: &str, v: &str) -> Result<usize, FhirError> {
@@ -301,6 +391,7 @@ fn paging(p: &[(String, String)]) -> Result<Paging, FhirError> {
     let mut out = Paging {
         count: DEFAULT_COUNT,
         offset: 0,
+        summary_count: false,
     };
     for (k, v) in p {
         match k.as_str() {
@@ -314,38 +405,99 @@ fn paging(p: &[(String, String)]) -> Result<Paging, FhirError> {
                 out.count = c;
             }
             "_offset" => out.offset = parse_usize("_offset", v)?,
+            "_summary" => {
+                out.summary_count = match v.as_str() {
+                    "count" => true,
+                    "false" => false,
+                    other => {
+                        return Err(FhirError::bad(format!(
+                            "_summary must be count or false, got {other:?}"
+                        )));
+                    }
+                }
+            }
             _ => {}
         }
     }
     Ok(out)
 }
 
-/// One page of `all` as a searchset with `self` and (when more remain) `next` links.
+/// The page links of a search at `offset`: `self`, `previous` when not on the first page and
+/// `next` (with `next_extra`, e.g. a cursor) when `more`.
+fn page_links(
+    headers: &HeaderMap,
+    path: &str,
+    p: &[(String, String)],
+    pg: &Paging,
+    more: bool,
+    next_extra: &[(String, String)],
+) -> Vec<BundleLink> {
+    let keep: Vec<(String, String)> = p
+        .iter()
+        .filter(|(k, _)| k != "_offset" && k != "_cursor")
+        .cloned()
+        .collect();
+    let url = |offset: usize, extra: &[(String, String)]| {
+        let mut q = keep.clone();
+        q.push(("_offset".to_owned(), offset.to_string()));
+        q.extend_from_slice(extra);
+        format!("{}/{path}?{}", base(headers), query_string(&q))
+    };
+    let mut links = vec![link("self", url(pg.offset, &[]))];
+    if pg.offset > 0 {
+        links.push(link(
+            "previous",
+            url(pg.offset.saturating_sub(pg.count), &[]),
+        ));
+    }
+    if more {
+        links.push(link(
+            "next",
+            url(pg.offset.saturating_add(pg.count), next_extra),
+        ));
+    }
+    links
+}
+
+/// A searchset Bundle with `_summary=count` honoured (the total and no entries).
+fn searchset(
+    entries: Vec<Resource>,
+    total: Option<usize>,
+    links: Vec<BundleLink>,
+    pg: &Paging,
+) -> Response {
+    let entries = if pg.summary_count {
+        Vec::new()
+    } else {
+        entries
+    };
+    ok(Resource::Bundle(Bundle::searchset(
+        entries,
+        total.map(|t| t as u64),
+        links,
+    )))
+}
+
+/// One page of `all` as a searchset with `self`, `previous` and `next` links.
 fn page(
     all: Vec<Resource>,
     pg: &Paging,
     headers: &HeaderMap,
-    ty: &str,
+    path: &str,
     p: &[(String, String)],
 ) -> Response {
     let total = all.len();
-    let keep: Vec<(String, String)> = p.iter().filter(|(k, _)| k != "_offset").cloned().collect();
-    let url = |offset: usize| {
-        let mut q = keep.clone();
-        q.push(("_offset".to_owned(), offset.to_string()));
-        format!("{}/{ty}?{}", base(headers), query_string(&q))
+    let more = !pg.summary_count && pg.offset.saturating_add(pg.count) < total;
+    let links = if pg.summary_count {
+        vec![link(
+            "self",
+            format!("{}/{path}?{}", base(headers), query_string(p)),
+        )]
+    } else {
+        page_links(headers, path, p, pg, more, &[])
     };
-    let mut links = vec![link("self", url(pg.offset))];
-    let end = pg.offset.saturating_add(pg.count);
-    if end < total {
-        links.push(link("next", url(end)));
-    }
     let entries = all.into_iter().skip(pg.offset).take(pg.count).collect();
-    ok(Resource::Bundle(Bundle::searchset(
-        entries,
-        Some(total as u64),
-        links,
-    )))
+    searchset(entries, Some(total), links, pg)
 }
 
 fn reject_unknown(p: &[(String, String)], allowed: &[&str]) -> Result<(), FhirError> {
@@ -367,7 +519,7 @@ async fn search_patients(
 ) -> Result<Response, FhirError> {
     let u = user(u)?;
     let p = params(q)?;
-    reject_unknown(&p, &["_count", "_offset"])?;
+    reject_unknown(&p, &["_count", "_offset", "_summary"])?;
     let pg = paging(&p)?;
     let visible = crate::access::visible_patients(&st, &u).await?;
     let all = st
@@ -389,245 +541,22 @@ async fn search_devices(
 ) -> Result<Response, FhirError> {
     user(u)?;
     let p = params(q)?;
-    reject_unknown(&p, &["_count", "_offset"])?;
+    reject_unknown(&p, &["_count", "_offset", "_summary"])?;
     let pg = paging(&p)?;
+    let places = resources::device_locations(&st).await?;
     let all = st
         .store
         .devices()
         .await?
         .iter()
-        .map(|d| Resource::Device(vigil_fhir::device(d)))
+        .map(|d| Resource::Device(device_at(d, &places)))
         .collect();
     Ok(page(all, &pg, &headers, "Device", &p))
 }
 
-// ---------------------------------------------------------------------------------------------
-// Observation
-// ---------------------------------------------------------------------------------------------
-
-/// The patient of `patient=<id>` or `subject=Patient/<id>` (exactly one).
-fn patient_param(p: &[(String, String)]) -> Result<String, FhirError> {
-    let mut found: Option<String> = None;
-    for (k, v) in p {
-        let id = match k.as_str() {
-            "patient" => v.strip_prefix("Patient/").unwrap_or(v),
-            "subject" | "subject:Patient" => v.strip_prefix("Patient/").unwrap_or(v),
-            _ => continue,
-        };
-        if id.is_empty() {
-            return Err(FhirError::bad(format!("{k} must name a patient")));
-        }
-        if found.replace(id.to_owned()).is_some() {
-            return Err(FhirError::bad(
-                "give one patient (patient or subject), once",
-            ));
-        }
-    }
-    found.ok_or_else(|| {
-        FhirError::new(
-            StatusCode::BAD_REQUEST,
-            IssueType::Required,
-            "Observation search needs patient=<id> or subject=Patient/<id>",
-        )
-    })
-}
-
-/// `code=[system|]code`: `Ok(None)` without the parameter, `Ok(Some(None))` for a code Vigil
-/// does not know (matches nothing).
-fn code_param(p: &[(String, String)]) -> Result<Option<Option<Metric>>, FhirError> {
-    let mut out = None;
-    for (k, v) in p.iter().filter(|(k, _)| k == "code") {
-        if out.is_some() {
-            return Err(FhirError::bad(format!("{k} may be given once")));
-        }
-        let (system, code) = match v.split_once('|') {
-            Some((s, c)) => (Some(s), c),
-            None => (None, v.as_str()),
-        };
-        if code.is_empty() || code.contains(',') {
-            return Err(FhirError::bad(format!(
-                "code must be one [system|]code, got {v:?}"
-            )));
-        }
-        let known_system = matches!(
-            system,
-            None | Some("") | Some(vigil_fhir::system::LOINC) | Some(vigil_fhir::system::MDC)
-        );
-        out = Some(if known_system {
-            code.parse::<Metric>().ok()
-        } else {
-            None
-        });
-    }
-    Ok(out)
-}
-
-/// The inclusive device-time range of the `date` parameters (millisecond precision).
-fn date_range(p: &[(String, String)]) -> Result<(Option<Timestamp>, Option<Timestamp>), FhirError> {
-    let mut lows = Vec::new();
-    let mut highs = Vec::new();
-    for (_, v) in p.iter().filter(|(k, _)| k == "date") {
-        let (prefix, rest) = match v.get(..2) {
-            Some(pre) if pre.bytes().all(|b| b.is_ascii_lowercase()) => (pre, &v[2..]),
-            _ => ("eq", v.as_str()),
-        };
-        let t = Timestamp::parse(rest)
-            .map_err(|_| {
-                FhirError::bad(format!(
-                    "date must be a prefix (eq, lt, le, gt, ge) and an RFC 3339 time, got {v:?}"
-                ))
-            })?
-            .millis();
-        match prefix {
-            "eq" => {
-                lows.push(t);
-                highs.push(t);
-            }
-            "ge" => lows.push(t),
-            "gt" => lows.push(t.saturating_add(1)),
-            "le" => highs.push(t),
-            "lt" => highs.push(t.saturating_sub(1)),
-            other => {
-                return Err(FhirError::bad(format!(
-                    "date prefix {other:?} is not supported (eq, lt, le, gt, ge)"
-                )));
-            }
-        }
-    }
-    let from = lows.into_iter().max().map(Timestamp);
-    let to = highs.into_iter().min().map(Timestamp);
-    Ok((from, to))
-}
-
-fn sort_param(p: &[(String, String)]) -> Result<bool, FhirError> {
-    let mut descending = false;
-    for (_, v) in p.iter().filter(|(k, _)| k == "_sort") {
-        descending = match v.as_str() {
-            "date" => false,
-            "-date" => true,
-            other => {
-                return Err(FhirError::bad(format!(
-                    "_sort must be date or -date, got {other:?}"
-                )));
-            }
-        };
-    }
-    Ok(descending)
-}
-
-fn observations(pid: &PatientId, rows: &[StoredReading]) -> Vec<Resource> {
+/// Stored readings of `pid` as Observations.
+fn observations_of(pid: &PatientId, rows: &[vigil_store::StoredReading]) -> Vec<Resource> {
     rows.iter()
         .map(|r| Resource::Observation(vigil_fhir::observation(pid, r)))
         .collect()
-}
-
-async fn search_observations(
-    State(st): State<AppState>,
-    u: Result<User, ApiError>,
-    headers: HeaderMap,
-    q: Params,
-) -> Result<Response, FhirError> {
-    let u = user(u)?;
-    let p = params(q)?;
-    reject_unknown(
-        &p,
-        &[
-            "patient",
-            "subject",
-            "subject:Patient",
-            "code",
-            "date",
-            "_count",
-            "_offset",
-            "_sort",
-        ],
-    )?;
-    let pg = paging(&p)?;
-    let (from, to) = date_range(&p)?;
-    let descending = sort_param(&p)?;
-    let code = code_param(&p)?;
-    let patient = require_patient(&st, &u, &patient_param(&p)?).await?;
-    let empty_range = matches!((from, to), (Some(f), Some(t)) if f > t);
-    let rows = match code {
-        Some(None) => Vec::new(),
-        _ if empty_range => Vec::new(),
-        metric => {
-            st.store
-                .readings(ReadingQuery {
-                    patient: patient.id.clone(),
-                    metric: metric.flatten(),
-                    from,
-                    to,
-                    limit: MAX_MATCHES,
-                    descending,
-                })
-                .await?
-        }
-    };
-    Ok(page(
-        observations(&patient.id, &rows),
-        &pg,
-        &headers,
-        "Observation",
-        &p,
-    ))
-}
-
-async fn lastn(
-    State(st): State<AppState>,
-    u: Result<User, ApiError>,
-    headers: HeaderMap,
-    q: Params,
-) -> Result<Response, FhirError> {
-    let u = user(u)?;
-    let p = params(q)?;
-    reject_unknown(
-        &p,
-        &["patient", "subject", "subject:Patient", "code", "max"],
-    )?;
-    let max = match p.iter().rev().find(|(k, _)| k == "max") {
-        Some((_, v)) => parse_usize("max", v)?,
-        None => 1,
-    };
-    if max == 0 || max > MAX_LASTN {
-        return Err(FhirError::bad(format!(
-            "max must be between 1 and {MAX_LASTN}"
-        )));
-    }
-    let code = code_param(&p)?;
-    let patient = require_patient(&st, &u, &patient_param(&p)?).await?;
-    let mut latest = st.store.latest(&patient.id).await?;
-    match code {
-        Some(Some(m)) => latest.retain(|r| r.metric == m),
-        Some(None) => latest.clear(),
-        None => {}
-    }
-    latest.sort_by_key(|r| r.metric.loinc());
-    let rows = if max == 1 {
-        latest
-    } else {
-        let mut rows = Vec::new();
-        for r in &latest {
-            rows.extend(
-                st.store
-                    .readings(ReadingQuery {
-                        patient: patient.id.clone(),
-                        metric: Some(r.metric),
-                        from: None,
-                        to: None,
-                        limit: max,
-                        descending: true,
-                    })
-                    .await?,
-            );
-        }
-        rows
-    };
-    let total = rows.len() as u64;
-    let url = format!("{}/Observation/$lastn?{}", base(&headers), query_string(&p));
-    Ok(ok(Resource::Bundle(Bundle::searchset(
-        observations(&patient.id, &rows),
-        Some(total),
-        vec![link("self", url)],
-    ))))
 }

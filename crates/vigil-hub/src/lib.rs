@@ -90,6 +90,13 @@ pub struct HubConfig {
     pub oidc: Option<session::OidcConfig>,
     /// External FHIR servers that receive new Observations and alert Flags (`[[hub.ehr]]`).
     pub ehr: Vec<ehr_push::EhrTarget>,
+    /// A stock-level event at or below this quantity is a FHIR SupplyRequest.
+    pub supply_reorder_level: f64,
+    /// A SupplyRequest asks for enough to bring the item back to this quantity.
+    pub supply_par_level: f64,
+    /// Where FHIR bulk exports (`$export`) are written; the binary sets `<data_dir>/fhir-export`.
+    /// None: a `vigil-fhir-export` directory under the system's temporary directory.
+    pub export_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for HubConfig {
@@ -118,6 +125,9 @@ impl Default for HubConfig {
             login_ip_failures_per_min: 30,
             oidc: None,
             ehr: Vec::new(),
+            supply_reorder_level: 5.0,
+            supply_par_level: 20.0,
+            export_dir: None,
         }
     }
 }

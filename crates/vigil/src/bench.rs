@@ -38,6 +38,16 @@ pub struct BenchArgs {
 
 #[derive(Debug, Subcommand)]
 enum Stage {
+    /// FHIR read latency ($lastn, a 7-day Observation search, paging through a day) for one
+    /// patient with a long 1 Hz history, beside /health and in-process store baselines.
+    Fhir {
+        /// Days of 1 Hz heart rate to load (365: 31.5 M readings).
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Timed calls per figure.
+        #[arg(long, default_value_t = 200)]
+        calls: usize,
+    },
     /// Alert latency: from sending a critical reading to the hub until its alert arrives on
     /// the live event stream, under a background load of ordinary readings.
     Alerts {
@@ -193,7 +203,7 @@ async fn outbox_stage(
     Ok(())
 }
 
-async fn spawn_announcing(
+pub(crate) async fn spawn_announcing(
     cmd: &mut tokio::process::Command,
     prefix: &str,
 ) -> anyhow::Result<(tokio::process::Child, String)> {
@@ -248,6 +258,13 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             batch,
         }) => {
             return outbox_stage(path, readings, patients, sources, batch).await;
+        }
+        Some(Stage::Fhir { days, calls }) => {
+            return crate::bench_fhir::run(
+                crate::bench_fhir::FhirBench { days, calls },
+                a.dir.as_deref(),
+            )
+            .await;
         }
         Some(Stage::Alerts {
             background_rate,
@@ -448,13 +465,13 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
 }
 
 /// A working directory that is removed afterwards unless the user named one.
-enum WorkDir {
+pub(crate) enum WorkDir {
     Temp(tempfile::TempDir),
     Kept(PathBuf),
 }
 
 impl WorkDir {
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         match self {
             Self::Temp(t) => t.path(),
             Self::Kept(p) => p,
@@ -462,7 +479,7 @@ impl WorkDir {
     }
 }
 
-fn tempfile_dir(dir: Option<&Path>) -> anyhow::Result<WorkDir> {
+pub(crate) fn tempfile_dir(dir: Option<&Path>) -> anyhow::Result<WorkDir> {
     Ok(match dir {
         Some(d) => {
             std::fs::create_dir_all(d)?;
@@ -516,7 +533,7 @@ impl Sender {
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

@@ -128,7 +128,11 @@ pub async fn hub(args: HubArgs, file: Option<&Path>) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     announce(&format!("hub listening on http://{addr}"));
     tracing::info!(%addr, database = %cfg.hub_database().display(), "hub started");
-    let state = AppState::new(Arc::new(store), cfg.hub.settings.clone());
+    let mut settings = cfg.hub.settings.clone();
+    settings
+        .export_dir
+        .get_or_insert_with(|| cfg.data_dir.join("fhir-export"));
+    let state = AppState::new(Arc::new(store), settings);
     vigil_hub::serve(listener, state, stop_signal()).await?;
     tracing::info!("hub stopped");
     Ok(())

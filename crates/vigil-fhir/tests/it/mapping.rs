@@ -158,8 +158,13 @@ fn same_reading_gives_the_same_id_and_identifier_and_a_different_one_does_not() 
     assert_eq!(oa.id, ob.id);
     assert_eq!(oa.identifier, ob.identifier);
     let id = oa.id.clone().expect("id");
-    assert_eq!(id.len(), 32);
     assert!(is_fhir_id(&id));
+    // The id names its reading, so a read can find it again.
+    let key = vigil_fhir::ObservationKey::parse(&id).expect("resolvable id");
+    assert_eq!(key.time, a.time);
+    assert_eq!(key.metric, a.metric);
+    assert!(key.matches(&pid(), &a.device));
+    assert!(!key.matches(&pid(), &crate::examples::did("ox-2")));
     assert_eq!(
         oa.identifier[0].system.as_deref(),
         Some(system::OBSERVATION)
@@ -260,6 +265,14 @@ fn news2_risk_assessment_has_a_basis_per_parameter_and_the_risk_band() {
         Some("2026-11-24T08:15:30.250Z")
     );
     assert_eq!(vigil_fhir::risk_assessment(&pid(), &n, t0()).id, ra.id);
+    // The id names the patient and time, so a read can compute the assessment again.
+    let id = ra.id.clone().expect("id");
+    assert!(is_fhir_id(&id));
+    let key = vigil_fhir::RiskKey::parse(&id).expect("resolvable id");
+    assert_eq!(key.time, t0());
+    assert!(vigil_fhir::patient_id(&pid()).starts_with(&key.patient));
+    assert_eq!(vigil_fhir::RiskKey::parse("news2.xyz.1"), None);
+    assert_eq!(vigil_fhir::ObservationKey::parse(&id), None);
 }
 
 #[test]

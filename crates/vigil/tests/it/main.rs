@@ -9,6 +9,8 @@ mod demo;
 mod edge;
 mod ehr_push;
 mod fhir;
+mod fhir_client;
+mod fhir_resources;
 mod harness;
 mod log_privacy;
 mod login;
