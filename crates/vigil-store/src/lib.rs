@@ -14,9 +14,11 @@
 //! This crate never decides policy about who may see what; the hub does.
 
 pub mod alert;
+pub mod audit;
 pub mod chunk;
 pub mod sqlite;
 mod sqlite_alerts;
+pub mod sqlite_audit;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -182,7 +184,7 @@ pub struct ReprocessOutcome {
 
 /// The hub's storage.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: audit::AuditStore + Send + Sync + 'static {
     /// Stores a gateway batch atomically with the gateway's cursor (see the crate docs).
     async fn ingest(&self, batch: IngestBatch) -> Result<IngestOutcome, StoreError>;
 

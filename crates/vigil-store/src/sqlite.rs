@@ -62,9 +62,9 @@ pub struct SqliteStore {
 }
 
 #[derive(Debug)]
-struct Inner {
-    path: PathBuf,
-    writer: Mutex<Connection>,
+pub(crate) struct Inner {
+    pub(crate) path: PathBuf,
+    pub(crate) writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     cache: RwLock<Cache>,
 }
@@ -99,6 +99,7 @@ impl SqliteStore {
         let conn = open_conn(&path)?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(alerts::SCHEMA)?;
+        crate::sqlite_audit::init(&conn, &path)?;
         let cache = load_cache(&conn)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -115,7 +116,7 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
@@ -128,7 +129,7 @@ impl SqliteStore {
 }
 
 impl Inner {
-    fn read<T>(
+    pub(crate) fn read<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
