@@ -64,6 +64,7 @@ pub async fn can_read_patient(
     u: &User,
     patient: &PatientId,
 ) -> Result<(), ApiError> {
+    crate::audit::note(u, patient, crate::audit::Action::Read);
     if in_scope(st, u, patient).await? {
         Ok(())
     } else {
@@ -79,6 +80,7 @@ pub async fn can_write_patient(
     u: &User,
     patient: &PatientId,
 ) -> Result<(), ApiError> {
+    crate::audit::note(u, patient, crate::audit::Action::Write);
     can_read_patient(st, u, patient).await?;
     match u.role.as_str() {
         "admin" | "integration" | "clinician" | "nurse" => Ok(()),
@@ -89,6 +91,7 @@ pub async fn can_write_patient(
 /// The patients a list endpoint may show `u`.
 pub async fn visible_patients(st: &AppState, u: &User) -> Result<Visibility, ApiError> {
     if sees_all(u) {
+        crate::audit::note_list(u, None);
         return Ok(Visibility::All);
     }
     let mut set = BTreeSet::new();
@@ -110,6 +113,7 @@ pub async fn visible_patients(st: &AppState, u: &User) -> Result<Visibility, Api
         }
         _ => {}
     }
+    crate::audit::note_list(u, Some(set.len()));
     Ok(Visibility::Only(set))
 }
 

@@ -11,6 +11,7 @@
 pub mod access;
 mod alert_routes;
 pub mod alerts;
+pub mod audit;
 pub mod auth;
 mod error;
 mod fhir_routes;
@@ -63,6 +64,9 @@ pub struct HubConfig {
     pub battery_low_percent: f64,
     /// A later battery event at or above this percentage resolves `low-battery`.
     pub battery_ok_percent: f64,
+    /// Proxies whose `X-Forwarded-For` names the client in the audit log (`[]`: none; the
+    /// peer address is recorded).
+    pub audit_trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for HubConfig {
@@ -82,6 +86,7 @@ impl Default for HubConfig {
             stale_check_ms: 5000,
             battery_low_percent: 20.0,
             battery_ok_percent: 30.0,
+            audit_trusted_proxies: Vec::new(),
         }
     }
 }
@@ -212,7 +217,8 @@ pub async fn serve(
             }
         })
     };
-    let result = axum::serve(listener, router(state))
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     for task in [compactor, escalator, stale, Some(notifier), Some(evaluator)]

@@ -160,7 +160,11 @@ pub enum AuditViolation {
     #[error(
         "entry {seq} is missing: the log ends at entry {last} but the checkpoint records entry {checkpoint} (tail deleted)"
     )]
-    Truncated { seq: u64, last: u64, checkpoint: u64 },
+    Truncated {
+        seq: u64,
+        last: u64,
+        checkpoint: u64,
+    },
     #[error("entry {seq} differs from the checkpoint (rewritten)")]
     CheckpointMismatch { seq: u64 },
     #[error("the checkpoint is not sealed by this hub's audit key (forged)")]

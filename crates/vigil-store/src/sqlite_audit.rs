@@ -29,8 +29,7 @@ CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit BEGIN SELECT
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 ";
 
-const COLS: &str =
-    "seq, t, actor, role, patient, action, resource, source, purpose, outcome, detail, prev_hash, hash, mac";
+const COLS: &str = "seq, t, actor, role, patient, action, resource, source, purpose, outcome, detail, prev_hash, hash, mac";
 
 /// The audit key file of the database at `db`.
 pub fn key_path(db: &Path) -> PathBuf {
@@ -254,9 +253,10 @@ impl AuditStore for SqliteStore {
         entries: Vec<NewAuditEntry>,
     ) -> Result<Option<AuditHead>, StoreError> {
         self.blocking(move |inner| {
-            let mut conn = inner.writer.lock().map_err(|_| {
-                StoreError::Engine("a storage lock was poisoned by a panic".into())
-            })?;
+            let mut conn = inner
+                .writer
+                .lock()
+                .map_err(|_| StoreError::Engine("a storage lock was poisoned by a panic".into()))?;
             append(&mut conn, &inner.path, &entries)
         })
         .await
@@ -294,7 +294,10 @@ pub struct Verified {
 
 fn open_read_only(db: &Path) -> Result<Connection, StoreError> {
     if !db.is_file() {
-        return Err(StoreError::NotFound(format!("hub database {}", db.display())));
+        return Err(StoreError::NotFound(format!(
+            "hub database {}",
+            db.display()
+        )));
     }
     Ok(Connection::open_with_flags(
         db,
@@ -421,9 +424,6 @@ mod tests {
         drop(store);
         std::fs::remove_file(key_path(&db)).expect("rm key");
         assert!(SqliteStore::open(&db).is_err());
-        assert!(matches!(
-            verify_file(&db),
-            Err(VerifyError::Unreadable(_))
-        ));
+        assert!(matches!(verify_file(&db), Err(VerifyError::Unreadable(_))));
     }
 }
