@@ -2,6 +2,7 @@
 
 mod access;
 mod alerts;
+mod audit;
 mod bad_input;
 mod cli;
 mod demo;
