@@ -361,17 +361,17 @@ mod tests {
     fn every_field_and_the_link_change_the_hash() {
         let base = entry();
         let h = entry_hash(1, &base, &GENESIS);
-        let variants: Vec<Box<dyn Fn(&mut NewAuditEntry)>> = vec![
-            Box::new(|e| e.time.0 += 1),
-            Box::new(|e| e.actor.push('x')),
-            Box::new(|e| e.role = "admin".into()),
-            Box::new(|e| e.patient = "pat-2".into()),
-            Box::new(|e| e.action = "update".into()),
-            Box::new(|e| e.resource.push('/')),
-            Box::new(|e| e.source = "10.0.0.1".into()),
-            Box::new(|e| e.purpose = "ETREAT".into()),
-            Box::new(|e| e.outcome = 404),
-            Box::new(|e| e.detail = "x".into()),
+        let variants: [fn(&mut NewAuditEntry); 10] = [
+            |e| e.time.0 += 1,
+            |e| e.actor.push('x'),
+            |e| e.role = "admin".into(),
+            |e| e.patient = "pat-2".into(),
+            |e| e.action = "update".into(),
+            |e| e.resource.push('/'),
+            |e| e.source = "10.0.0.1".into(),
+            |e| e.purpose = "ETREAT".into(),
+            |e| e.outcome = 404,
+            |e| e.detail = "x".into(),
         ];
         for (i, change) in variants.iter().enumerate() {
             let mut e = base.clone();
