@@ -418,8 +418,11 @@ async fn list(
     u: User,
     q: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    require_admin(&u)?;
     let Query(q) = q.map_err(|e| ApiError::bad("invalid_query", e.body_text()))?;
+    let patient = check_patient(q.patient)?;
+    // Noted before the role check: a refused attempt to read the log is recorded too.
+    note_audit_read(&u, patient.as_deref());
+    require_admin(&u)?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::bad(
@@ -427,8 +430,6 @@ async fn list(
             format!("limit must be between 1 and {MAX_LIMIT}"),
         ));
     }
-    let patient = check_patient(q.patient)?;
-    note_audit_read(&u, patient.as_deref());
     let entries = st
         .store
         .audit_entries(AuditQuery {
@@ -469,6 +470,7 @@ async fn fhir_search(
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Value, ApiError> {
     let u = u?;
+    note_audit_read(&u, None);
     require_admin(&u)?;
     let Query(params) = q.map_err(|e| ApiError::bad("invalid_query", e.body_text()))?;
     let (mut patient, mut count, mut after) = (None, DEFAULT_LIMIT, 0u64);
@@ -497,7 +499,6 @@ async fn fhir_search(
         }
     }
     let patient = check_patient(patient)?;
-    note_audit_read(&u, patient.as_deref());
     let entries = st
         .store
         .audit_entries(AuditQuery {

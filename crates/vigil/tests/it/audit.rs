@@ -318,6 +318,13 @@ async fn every_access_is_audited_and_any_change_to_the_log_is_detected() {
         .unwrap_or_else(|| panic!("dr-in's patient list is audited: {v}"));
     assert_eq!(list["patient"], "*");
     assert_eq!(list["detail"], "visible=1");
+    let refused = v["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| e["actor"] == "dr-in" && e["resource"] == "GET /api/v1/audit")
+        .unwrap_or_else(|| panic!("dr-in's refused read of the audit log is audited: {v}"));
+    assert_eq!(refused["outcome"], 403);
 
     // The same log over FHIR, and the patient-scoped search.
     let r = c
@@ -340,6 +347,39 @@ async fn every_access_is_audited_and_any_change_to_the_log_is_detected() {
     assert_eq!(r.status(), 403);
     let oo: Value = r.json().await.expect("outcome");
     assert_eq!(oo["resourceType"], "OperationOutcome");
+
+    // Bad queries are clear errors: problem documents on the API, OperationOutcomes on FHIR.
+    for (q, code) in [
+        ("limit=0", "invalid_limit"),
+        ("after=x", "invalid_query"),
+        ("patient=bad%20id", "invalid_id"),
+    ] {
+        let (s, v) = send(
+            &c,
+            Method::GET,
+            format!("{u}/api/v1/audit?{q}"),
+            &admin,
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(code)),
+            "{q}: {v}"
+        );
+    }
+    for q in ["_count=0", "after=-1", "subtype=read"] {
+        let r = c
+            .get(format!("{u}/fhir/r4/AuditEvent?{q}"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .expect("fhir");
+        assert_eq!(r.status(), 400, "{q}");
+        let oo: Value = r.json().await.expect("outcome");
+        assert_eq!(oo["resourceType"], "OperationOutcome", "{q}");
+    }
 
     // The untouched log verifies, while the hub runs.
     let dir = site.hub_dir();
