@@ -19,7 +19,7 @@ pub mod notify;
 mod routes;
 
 pub use error::ApiError;
-pub use routes::router;
+pub use routes::{OPENAPI as OPENAPI_YAML, router};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

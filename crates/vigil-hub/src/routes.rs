@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/gateways", get(list_gateways).post(create_gateway))
         .route("/api/v1/gateways/{id}", delete(revoke_gateway))
         .route("/api/v1/stats", get(stats))
+        .route("/api/v1/openapi.yaml", get(openapi))
         .merge(crate::alert_routes::routes())
         .merge(crate::audit::routes())
         .nest("/fhir/r4", crate::fhir_routes::router())
@@ -114,6 +115,13 @@ pub(crate) fn parse_time(name: &str, s: Option<&str>) -> Result<Option<Timestamp
         })
     })
     .transpose()
+}
+
+/// The API's OpenAPI description, kept complete by a test over the route table.
+pub const OPENAPI: &str = include_str!("../openapi.yaml");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI).into_response()
 }
 
 async fn health() -> Json<Value> {

@@ -2,6 +2,7 @@
 
 mod access;
 mod alerts;
+mod api_fuzz;
 mod audit;
 mod bad_input;
 mod cli;
@@ -9,6 +10,7 @@ mod demo;
 mod edge;
 mod fhir;
 mod harness;
+mod log_privacy;
 mod mqtt_crash;
 mod scenarios;
 mod sync;
