@@ -457,6 +457,42 @@ async fn every_access_is_audited_and_any_change_to_the_log_is_detected() {
         String::from_utf8_lossy(&out.stdout)
     );
 
+    // The stored entries, with their chain, as JSON lines.
+    let out = harness::vigil()
+        .args([
+            "--log",
+            "warn",
+            "audit",
+            "export",
+            "--format",
+            "json",
+            "--patient",
+            "pat-b",
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .output()
+        .expect("export json");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one entry per line"))
+        .collect();
+    assert!(
+        rows.iter()
+            .all(|r| r["patient"] == "pat-b" && r["hash"].as_str().is_some_and(|h| h.len() == 64))
+    );
+    assert!(rows.iter().any(|r| r["seq"] == denied_seq));
+
+    // No database where one is named: a usage error (exit 2), one line.
+    let empty = tempfile::tempdir().expect("tmp");
+    let (code, _, stderr) = verify(empty.path());
+    assert_eq!((code, stderr.lines().count()), (2, 1), "{stderr}");
+
     // The attacks, each on its own copy of the stopped hub's files.
     drop(hub);
     Connection::open(dir.join("hub.db"))
