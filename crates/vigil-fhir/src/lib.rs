@@ -46,6 +46,7 @@
 //! about an alert (one per recipient and attempt), not the alert itself. The triggering
 //! evidence is carried separately as Observations and a RiskAssessment.
 
+pub mod audit_event;
 pub mod types;
 
 pub use types::{

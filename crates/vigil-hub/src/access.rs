@@ -60,12 +60,27 @@ async fn in_scope(st: &AppState, u: &User, patient: &PatientId) -> Result<bool, 
     }
     match u.role.as_str() {
         "patient" => Ok(patient.as_str() == u.name),
-        "clinician" | "nurse" => Ok(on_team(u, &st.store.care_team(patient).await?)
-            || st
+        "clinician" | "nurse" => {
+            if on_team(u, &st.store.care_team(patient).await?) {
+                return Ok(true);
+            }
+            // Outside the care team only through a running break-glass grant, whose reason
+            // goes into this request's audit entries.
+            let now = Timestamp::now();
+            let grant = st
                 .store
-                .break_glass_patients(&u.name, Timestamp::now())
+                .break_glass_log(Some(patient), 1000)
                 .await?
-                .contains(patient)),
+                .into_iter()
+                .find(|g| g.user == u.name && g.from <= now && now < g.until);
+            match grant {
+                Some(g) => {
+                    crate::audit::break_glass(&g.reason);
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        }
         "caregiver" => Ok(st
             .store
             .consented_patients(&u.name, Timestamp::now())
@@ -81,6 +96,7 @@ pub async fn can_read_patient(
     u: &User,
     patient: &PatientId,
 ) -> Result<(), ApiError> {
+    crate::audit::note(u, patient, crate::audit::Action::Read);
     if in_scope(st, u, patient).await? {
         Ok(())
     } else {
@@ -96,6 +112,7 @@ pub async fn can_write_patient(
     u: &User,
     patient: &PatientId,
 ) -> Result<(), ApiError> {
+    crate::audit::note(u, patient, crate::audit::Action::Write);
     can_read_patient(st, u, patient).await?;
     match u.role.as_str() {
         "admin" | "integration" | "clinician" | "nurse" => Ok(()),
@@ -106,6 +123,7 @@ pub async fn can_write_patient(
 /// The patients a list endpoint may show `u`.
 pub async fn visible_patients(st: &AppState, u: &User) -> Result<Visibility, ApiError> {
     if sees_all(u) {
+        crate::audit::note_list(u, None);
         return Ok(Visibility::All);
     }
     let mut set = BTreeSet::new();
@@ -139,6 +157,7 @@ pub async fn visible_patients(st: &AppState, u: &User) -> Result<Visibility, Api
         }
         _ => {}
     }
+    crate::audit::note_list(u, Some(set.len()));
     Ok(Visibility::Only(set))
 }
 

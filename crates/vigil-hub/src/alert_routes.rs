@@ -308,6 +308,7 @@ async fn stream(
     u: User,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    crate::audit::note_stream(&u);
     // Subscribe before reading the position, so nothing falls between the two.
     let rx = st.alerts.subscribe();
     let (last, fetch) = match headers.get("last-event-id") {

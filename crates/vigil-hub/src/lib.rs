@@ -11,6 +11,7 @@
 pub mod access;
 mod alert_routes;
 pub mod alerts;
+pub mod audit;
 pub mod auth;
 pub mod ehr_push;
 mod error;
@@ -97,6 +98,9 @@ pub struct HubConfig {
     /// Where FHIR bulk exports (`$export`) are written; the binary sets `<data_dir>/fhir-export`.
     /// None: a `vigil-fhir-export` directory under the system's temporary directory.
     pub export_dir: Option<std::path::PathBuf>,
+    /// Proxies whose `X-Forwarded-For` names the client in the audit log (`[]`: none; the
+    /// peer address is recorded).
+    pub audit_trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for HubConfig {
@@ -128,6 +132,7 @@ impl Default for HubConfig {
             supply_reorder_level: 5.0,
             supply_par_level: 20.0,
             export_dir: None,
+            audit_trusted_proxies: Vec::new(),
         }
     }
 }

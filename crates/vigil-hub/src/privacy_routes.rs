@@ -257,6 +257,11 @@ async fn break_glass(
     ApiJson(b): ApiJson<ReasonBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = patient_id(&id)?;
+    // Asking for break-glass is itself audited, granted or not, with its reason.
+    crate::audit::note(&u, &id, crate::audit::Action::Read);
+    if let Some(r) = b.reason.as_deref() {
+        crate::audit::break_glass(r);
+    }
     if !matches!(u.role.as_str(), "clinician" | "nurse") {
         return Err(ApiError::Forbidden);
     }
@@ -387,6 +392,7 @@ async fn erase_patient(
     ApiJson(b): ApiJson<ReasonBody>,
 ) -> Result<Json<Value>, ApiError> {
     let id = patient_id(&id)?;
+    crate::audit::note(&u, &id, crate::audit::Action::Write);
     if u.role != "admin" {
         // Out of scope stays indistinguishable from absent.
         access::can_read_patient(&st, &u, &id).await?;

@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::privacy_routes::routes())
         .merge(crate::users::routes())
         .merge(crate::ehr_push::routes())
+        .merge(crate::audit::routes())
         .nest("/fhir/r4", crate::fhir_routes::router())
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async {
@@ -50,6 +51,10 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(axum::extract::DefaultBodyLimit::max(
             vigil_sync::MAX_COMPRESSED,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::audit::middleware,
         ))
         .with_state(state)
 }
@@ -204,6 +209,7 @@ async fn ingest(
         HubMetrics::add(&st.metrics.batches_rejected, 1);
         ApiError::bad("invalid_batch", e.to_string())
     })?;
+    crate::audit::note_ingest(&gw.id, records.len());
     let mut out = st
         .store
         .ingest(IngestBatch {
@@ -294,6 +300,7 @@ async fn create_patient(
     u: User,
     ApiJson(p): ApiJson<Patient>,
 ) -> Result<(StatusCode, Json<Patient>), ApiError> {
+    crate::audit::note(&u, &p.id, crate::audit::Action::Write);
     u.require_admin()?;
     st.store.upsert_patient(p.clone()).await?;
     Ok((StatusCode::CREATED, Json(p)))
@@ -450,6 +457,7 @@ async fn create_assignment(
     u: User,
     ApiJson(a): ApiJson<Assignment>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    crate::audit::note(&u, &a.patient, crate::audit::Action::Write);
     u.require_admin()?;
     let r = st.store.assign(a.clone()).await?;
     Ok((

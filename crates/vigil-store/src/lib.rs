@@ -14,6 +14,7 @@
 //! This crate never decides policy about who may see what; the hub does.
 
 pub mod alert;
+pub mod audit;
 pub mod chunk;
 pub mod privacy;
 pub mod push;
@@ -23,6 +24,7 @@ mod sqlite_privacy;
 mod sqlite_push;
 mod sqlite_users;
 pub mod users;
+pub mod sqlite_audit;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -193,7 +195,9 @@ pub struct ReprocessOutcome {
 
 /// The hub's storage.
 #[async_trait]
-pub trait Store: PrivacyStore + UserStore + PushStore + Send + Sync + 'static {
+pub trait Store:
+    audit::AuditStore + PrivacyStore + UserStore + PushStore + Send + Sync + 'static
+{
     /// Stores a gateway batch atomically with the gateway's cursor (see the crate docs).
     async fn ingest(&self, batch: IngestBatch) -> Result<IngestOutcome, StoreError>;
 

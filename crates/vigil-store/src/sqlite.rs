@@ -65,8 +65,8 @@ pub struct SqliteStore {
 
 #[derive(Debug)]
 pub(crate) struct Inner {
-    path: PathBuf,
-    writer: Mutex<Connection>,
+    pub(crate) path: PathBuf,
+    pub(crate) writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     pub(crate) cache: RwLock<Cache>,
 }
@@ -104,6 +104,7 @@ impl SqliteStore {
         conn.execute_batch(crate::sqlite_users::SCHEMA)?;
         conn.execute_batch(crate::sqlite_push::SCHEMA)?;
         crate::sqlite_privacy::init(&conn)?;
+        crate::sqlite_audit::init(&conn, &path)?;
         let cache = load_cache(&conn)?;
         Ok(Self {
             inner: Arc::new(Inner {

@@ -1,6 +1,7 @@
 //! `vigil`: the one binary. Subcommands run the demo, the hub, the gateway, the simulator,
 //! benchmarks, NEWS2 scoring and administration.
 
+mod audit;
 mod bench;
 mod bench_fhir;
 mod clients;
@@ -53,6 +54,11 @@ enum Cmd {
     Admin {
         #[command(subcommand)]
         cmd: run::AdminCmd,
+    },
+    /// The tamper-evident audit log of access to patient data: verify, export.
+    Audit {
+        #[command(subcommand)]
+        cmd: audit::AuditCmd,
     },
 }
 
@@ -122,6 +128,7 @@ fn main() -> ExitCode {
             Cmd::News2(a) => news2::run(a),
             Cmd::Decode(a) => decode::run(a),
             Cmd::Admin { cmd } => run::admin(cmd, cli.config.as_deref()).await,
+            Cmd::Audit { cmd } => audit::run(cmd, cli.config.as_deref()),
         }
     });
     match result {

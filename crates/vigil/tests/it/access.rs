@@ -639,6 +639,29 @@ async fn consent_export_and_break_glass_follow_the_role_matrix() {
     assert_eq!(got, 404, "break-glass for A opens nothing of B");
     let got = status_of(&w, Method::GET, &pa, &nurse_out, None).await;
     assert_eq!(got, 404, "another user's break-glass grants nothing");
+    // The audit log holds the break-glass reads with purpose emergency treatment and the reason.
+    let (_, audit) = call(
+        &w.c,
+        Method::GET,
+        format!("{}/api/v1/audit?patient={A}&limit=10000", w.hub.url),
+        &admin,
+        None,
+    )
+    .await;
+    let glass_reads = audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| {
+            e["actor"] == "dr-out"
+                && e["purpose"] == "ETREAT"
+                && e["outcome"] == 200
+                && e["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("unconscious in A&E, no team reachable"))
+        })
+        .count();
+    assert!(glass_reads >= 1, "no audited break-glass read: {audit}");
     // Reported to admins: the log (admin only) and a queued notification per admin.
     let got = status_of(&w, Method::GET, "/api/v1/break-glass", &dr_out, None).await;
     assert_eq!(got, 403);

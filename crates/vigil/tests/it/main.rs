@@ -3,6 +3,7 @@
 mod access;
 mod alerts;
 mod api_fuzz;
+mod audit;
 mod bad_input;
 mod cli;
 mod demo;
