@@ -16,6 +16,7 @@ mod error;
 mod fhir_routes;
 pub mod notify;
 mod routes;
+pub mod tls;
 
 pub use error::ApiError;
 pub use routes::router;
@@ -131,12 +132,33 @@ impl AppState {
     }
 }
 
-/// Serves the hub on `listener` until `shutdown` completes, with background compaction.
+/// Serves the hub over plain HTTP on `listener` until `shutdown` completes, with background
+/// compaction.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, None, state, shutdown).await
+}
+
+/// Serves the hub over HTTPS (`tls`, see [`tls`]) on `listener` until `shutdown` completes.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_with(listener, Some(tls), state, shutdown).await
+}
+
+async fn serve_with(
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    vigil_tls::install_default_provider();
     let compactor = (state.config.compact_every_s > 0).then(|| {
         let store = state.store.clone();
         let every = std::time::Duration::from_secs(state.config.compact_every_s);
@@ -212,9 +234,26 @@ pub async fn serve(
             }
         })
     };
-    let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let app = router(state);
+    let result = match tls {
+        None => {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+        }
+        Some(config) => {
+            let app = app.layer(axum::middleware::from_fn(tls::tls_layer));
+            axum::serve(
+                tls::TlsListener::new(listener, config)?,
+                app.into_make_service_with_connect_info::<tls::Peer>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+        }
+    };
     for task in [compactor, escalator, stale, Some(notifier), Some(evaluator)]
         .into_iter()
         .flatten()

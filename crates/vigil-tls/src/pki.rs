@@ -66,8 +66,17 @@ pub fn init(dir: &Path, hosts: &[String]) -> Result<PkiFiles, TlsError> {
     create_dir(dir)?;
     let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    // Each CA gets a name of its own (from its public key), so certificates of two sites
+    // never look issued by the same authority.
+    let tag: String = ca_key
+        .public_key_raw()
+        .iter()
+        .skip(1)
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     ca.distinguished_name
-        .push(DnType::CommonName, "Vigil local CA");
+        .push(DnType::CommonName, format!("Vigil local CA {tag}"));
     ca.distinguished_name
         .push(DnType::OrganizationName, "Vigil");
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));

@@ -23,6 +23,8 @@ pub struct HubSection {
     pub listen: SocketAddr,
     /// The SQLite database file; relative paths are under `data_dir`.
     pub database: PathBuf,
+    /// HTTPS (`[hub.tls]`); absent serves plain HTTP. Relative paths are under `data_dir`.
+    pub tls: Option<vigil_tls::ServerTls>,
     #[serde(flatten)]
     pub settings: HubConfig,
 }
@@ -32,6 +34,7 @@ impl Default for HubSection {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             database: PathBuf::from("hub.db"),
+            tls: None,
             settings: HubConfig::default(),
         }
     }
@@ -100,6 +103,7 @@ impl Config {
         // section filled in: text stays text, numbers and booleans are parsed. Keys never
         // written out (secrets) are text.
         let mut full = Config::default();
+        full.hub.tls.get_or_insert_with(Default::default);
         full.gateway.mllp.get_or_insert_with(Default::default);
         full.gateway.mqtt.get_or_insert_with(Default::default);
         full.gateway
@@ -161,7 +165,37 @@ impl Config {
         if self.gateway.outbox_max_bytes < 1 << 20 {
             bail!("gateway.outbox_max_bytes must be at least 1 MiB");
         }
+        if let Some(t) = &self.hub.tls {
+            t.validate()?;
+        }
+        if self.gateway.client_cert_file.is_some() != self.gateway.client_key_file.is_some() {
+            bail!("gateway.client_cert_file and gateway.client_key_file go together");
+        }
         Ok(())
+    }
+
+    /// The hub's TLS settings with relative paths resolved under `data_dir`.
+    pub fn hub_tls(&self) -> Option<vigil_tls::ServerTls> {
+        let mut t = self.hub.tls.clone()?;
+        t.cert_file = self.data_dir.join(&t.cert_file);
+        t.key_file = self.data_dir.join(&t.key_file);
+        t.client_ca_file = t.client_ca_file.map(|f| self.data_dir.join(f));
+        Some(t)
+    }
+
+    /// Resolves the gateway's relative TLS file paths under `data_dir`.
+    pub fn resolve_gateway_tls_paths(&mut self) {
+        let g = &mut self.gateway;
+        for f in [
+            &mut g.hub_ca_file,
+            &mut g.client_cert_file,
+            &mut g.client_key_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *f = self.data_dir.join(&*f);
+        }
     }
 
     pub fn hub_database(&self) -> PathBuf {

@@ -11,3 +11,4 @@ mod harness;
 mod mqtt_crash;
 mod scenarios;
 mod sync;
+mod tls;
