@@ -283,6 +283,60 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_tls_example_loads_with_paths_under_the_data_dir() {
+        let readme = include_str!("../../../README.md");
+        let at = readme
+            .find("[hub.tls]")
+            .expect("a TLS example in the README");
+        let start = readme[..at].rfind("```toml\n").expect("its block") + 8;
+        let len = readme[start..].find("```").expect("end of the block");
+        let d = tempfile::tempdir().expect("dir");
+        let f = d.path().join("vigil.toml");
+        std::fs::write(
+            &f,
+            format!("data_dir = \"/srv/vigil\"\n{}", &readme[start..start + len]),
+        )
+        .expect("write");
+        let cfg = Config::load(Some(&f), []).expect("the README TLS example loads");
+        cfg.validate().expect("and validates");
+        let t = cfg.hub_tls().expect("tls");
+        assert_eq!(t.cert_file, PathBuf::from("/srv/vigil/pki/hub.pem"));
+        assert_eq!(t.client_auth, vigil_tls::ClientAuth::Required);
+        let mut cfg = cfg;
+        cfg.resolve_gateway_tls_paths();
+        assert_eq!(
+            cfg.gateway.hub_ca_file,
+            Some(PathBuf::from("/srv/vigil/pki/ca.pem"))
+        );
+        // TLS settings from the environment, and a section without its files is an error.
+        let cfg = Config::load(
+            None,
+            [
+                (
+                    "VIGIL_HUB__TLS__CERT_FILE".to_owned(),
+                    "/etc/h.pem".to_owned(),
+                ),
+                (
+                    "VIGIL_HUB__TLS__KEY_FILE".to_owned(),
+                    "/etc/k.pem".to_owned(),
+                ),
+                (
+                    "VIGIL_HUB__TLS__CLIENT_AUTH".to_owned(),
+                    "optional".to_owned(),
+                ),
+            ],
+        )
+        .expect("load");
+        assert!(cfg.validate().is_err(), "optional client auth needs a CA");
+        let cfg = Config::load(
+            None,
+            [("VIGIL_HUB__TLS__CLIENT_AUTH".to_owned(), "none".to_owned())],
+        )
+        .expect("load");
+        assert!(cfg.validate().is_err(), "no certificate files");
+    }
+
+    #[test]
     fn unknown_settings_and_bad_values_are_errors() {
         let d = tempfile::tempdir().expect("dir");
         let f = d.path().join("vigil.toml");
