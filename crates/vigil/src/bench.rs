@@ -497,7 +497,7 @@ async fn sync_stage(
         ])
         .arg(&token_file)
         .arg("--outbox")
-        .arg(&outbox)
+        .arg(outbox)
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
