@@ -613,6 +613,7 @@ pub(crate) fn start(
                 });
             }
             AlarmAction::Webhook { url } => {
+                vigil_tls::install_default_provider();
                 let client = reqwest::Client::builder()
                     .timeout(Duration::from_millis(cfg.webhook_timeout_ms))
                     .build()

@@ -60,6 +60,13 @@ pub struct GatewayConfig {
     pub ble: Option<BleSettings>,
     /// Edge rules: critical alarms raised locally, with or without the hub; absent disables.
     pub edge: Option<EdgeConfig>,
+    /// With an `https://` hub URL: the CA certificate(s) (PEM) that sign the hub's
+    /// certificate; when set, only these are trusted (not the system's roots).
+    pub hub_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) presented to the hub for mutual TLS; needs `client_key_file`.
+    pub client_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `client_cert_file`.
+    pub client_key_file: Option<PathBuf>,
 }
 
 /// Settings of the Bluetooth adapter (`[gateway.ble]`).
@@ -87,8 +94,52 @@ impl Default for GatewayConfig {
             mqtt: None,
             ble: None,
             edge: None,
+            hub_ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
         }
     }
+}
+
+impl GatewayConfig {
+    /// An HTTP client builder for talking to the hub with this gateway's TLS settings.
+    pub fn hub_client_builder(&self) -> Result<reqwest::ClientBuilder, GatewayError> {
+        let identity = match (&self.client_cert_file, &self.client_key_file) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (None, None) => None,
+            _ => {
+                return Err(GatewayError::Config(
+                    "client_cert_file and client_key_file go together".into(),
+                ));
+            }
+        };
+        hub_client_builder(self.hub_ca_file.as_deref(), identity)
+    }
+}
+
+/// An HTTP client builder for the hub: trusts only the CA in `hub_ca_file` when given (else
+/// the system's roots) and presents `identity` (certificate, key) for mutual TLS when given.
+/// Every client of the hub (the gateway's sync, the CLI, the benchmarks) is built here.
+pub fn hub_client_builder(
+    hub_ca_file: Option<&std::path::Path>,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<reqwest::ClientBuilder, GatewayError> {
+    vigil_tls::install_default_provider();
+    let tls = |e: vigil_tls::TlsError| GatewayError::Config(e.to_string());
+    let mut b = reqwest::Client::builder();
+    if let Some(ca) = hub_ca_file {
+        let pem = vigil_tls::read_ca_pem(ca).map_err(tls)?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| GatewayError::Config(format!("{}: {e}", ca.display())))?;
+        b = b.tls_certs_only(certs);
+    }
+    if let Some((cert, key)) = identity {
+        let pem = vigil_tls::read_identity_pem(cert, key).map_err(tls)?;
+        let id = reqwest::Identity::from_pem(&pem)
+            .map_err(|e| GatewayError::Config(format!("{}: {e}", cert.display())))?;
+        b = b.identity(id);
+    }
+    Ok(b)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,7 +234,30 @@ impl Gateway {
             }
         };
         let adapter_state = Arc::new(adapter_state);
+        let client = match cfg.hub_client_builder().and_then(|b| {
+            b.timeout(std::time::Duration::from_millis(cfg.request_timeout_ms))
+                .connect_timeout(std::time::Duration::from_millis(
+                    cfg.request_timeout_ms.min(5_000),
+                ))
+                .build()
+                .map_err(|e| GatewayError::Config(format!("HTTP client: {e}")))
+        }) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = adapters_stop.send(true);
+                for h in adapter_tasks {
+                    let _ = h.await;
+                }
+                if let Some(t) = edge_task {
+                    t.shutdown().await;
+                }
+                let ob = outbox.clone();
+                let _ = tokio::task::spawn_blocking(move || ob.close()).await;
+                return Err(e);
+            }
+        };
         let sync = tokio::spawn(sync::run(
+            client,
             cfg.clone(),
             outbox.clone(),
             status.clone(),

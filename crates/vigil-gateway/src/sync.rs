@@ -105,22 +105,12 @@ fn backoff(cfg: &GatewayConfig, failures: u32) -> Duration {
 
 /// Runs until `stop` turns true.
 pub(crate) async fn run(
+    client: reqwest::Client,
     cfg: GatewayConfig,
     outbox: Outbox,
     state: std::sync::Arc<SyncState>,
     stop: watch::Receiver<bool>,
 ) {
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_millis(cfg.request_timeout_ms))
-        .connect_timeout(Duration::from_millis(cfg.request_timeout_ms.min(5_000)))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the HTTP client; sync disabled");
-            return;
-        }
-    };
     // What the hub is believed to hold. Starts at what it last confirmed.
     let mut after = outbox.confirmed();
     let mut failures = 0u32;

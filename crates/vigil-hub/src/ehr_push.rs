@@ -773,6 +773,7 @@ mod tests {
         let store = vigil_store::sqlite::SqliteStore::open(dir.path().join("hub.db")).expect("db");
         let mut target = target();
         target.url = format!("{base}/fhir");
+        vigil_tls::install_default_provider();
         let http = reqwest::Client::new();
         let tokens = oauth.then(|| {
             TokenSource::new(

@@ -25,6 +25,7 @@ mod oidc;
 mod routes;
 pub mod session;
 mod users;
+pub mod tls;
 
 pub use error::ApiError;
 pub use routes::{OPENAPI as OPENAPI_YAML, router};
@@ -184,12 +185,33 @@ impl AppState {
     }
 }
 
-/// Serves the hub on `listener` until `shutdown` completes, with background compaction.
+/// Serves the hub over plain HTTP on `listener` until `shutdown` completes, with background
+/// compaction.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, None, state, shutdown).await
+}
+
+/// Serves the hub over HTTPS (`tls`, see [`tls`]) on `listener` until `shutdown` completes.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_with(listener, Some(tls), state, shutdown).await
+}
+
+async fn serve_with(
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    vigil_tls::install_default_provider();
     let compactor = (state.config.compact_every_s > 0).then(|| {
         let store = state.store.clone();
         let every = std::time::Duration::from_secs(state.config.compact_every_s);
@@ -267,12 +289,26 @@ pub async fn serve(
         })
     };
     let pusher = tokio::spawn(ehr_push::run(state.clone()));
-    let result = axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    let app = router(state);
+    let result = match tls {
+        None => {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+        }
+        Some(config) => {
+            let app = app.layer(axum::middleware::from_fn(tls::tls_layer));
+            axum::serve(
+                tls::TlsListener::new(listener, config)?,
+                app.into_make_service_with_connect_info::<tls::Peer>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+        }
+    };
     for task in [
         compactor,
         escalator,

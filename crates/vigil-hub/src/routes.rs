@@ -168,9 +168,11 @@ async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
 async fn ingest(
     State(st): State<AppState>,
     gw: Gateway,
+    peer: Option<axum::Extension<crate::tls::TlsPeer>>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<Ack>, ApiError> {
+    crate::tls::require_gateway(peer.as_deref(), &gw.id)?;
     let started = std::time::Instant::now();
     let ct = headers
         .get(header::CONTENT_TYPE)

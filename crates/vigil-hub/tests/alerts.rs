@@ -89,6 +89,7 @@ async fn start(config: HubConfig) -> Hub {
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let state = AppState::new(Arc::new(store), config);
     tokio::spawn(vigil_hub::serve(listener, state, std::future::pending()));
+    vigil_tls::install_default_provider();
     Hub {
         _dir: dir,
         url,

@@ -7,7 +7,8 @@
 //! 2. the gateway outbox, in a child process (so its resident memory is its own): appends
 //!    from several concurrent sources, group commit, fsync;
 //! 3. the sync path: a real `vigil hub` and a real `vigil gateway` process drain the filled
-//!    outbox over loopback HTTP into hub storage; then the store is compacted and measured.
+//!    outbox over loopback HTTP into hub storage; then the store is compacted and measured;
+//!    with `--tls`, again from a second outbox over HTTPS with client certificates.
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -34,6 +35,9 @@ pub struct BenchArgs {
     /// Working directory (a temporary one by default).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Measure the sync stage a second time over TLS with client certificates.
+    #[arg(long)]
+    tls: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -315,112 +319,41 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
 
     // 2. The outbox, in its own process.
     let outbox = dir.join("outbox.db");
-    let out = tokio::process::Command::new(&exe)
-        .args(["bench", "outbox", "--path"])
-        .arg(&outbox)
-        .args([
-            "--readings",
-            &n.to_string(),
-            "--patients",
-            &a.patients.to_string(),
-        ])
-        .stderr(Stdio::inherit())
-        .output()
-        .await?;
-    if !out.status.success() {
-        bail!("outbox stage failed");
-    }
-    let ob: OutboxReport = serde_json::from_slice(&out.stdout).context("outbox stage report")?;
+    let ob = fill_outbox(&exe, &outbox, n, a.patients).await?;
     eprintln!(
         "  outbox: {:.0} readings/s, {} commits, peak RSS {} KiB",
         ob.per_second, ob.commits, ob.peak_rss_kib
     );
 
     // 3. Sync: real hub and gateway processes over loopback.
-    let hub_dir = dir.join("hub");
-    let token = {
-        let store = vigil_store::sqlite::SqliteStore::open(hub_dir.join("hub.db"))?;
-        let token = vigil_hub::auth::new_token(vigil_hub::auth::GATEWAY_PREFIX);
-        store
-            .create_gateway("bench-gw", &vigil_hub::auth::hash_token(&token))
-            .await?;
-        let g = spec(n, a.patients).generator()?;
-        for p in g.patients() {
-            store.upsert_patient(p.clone()).await?;
-        }
-        for d in g.devices() {
-            store.upsert_device(d.clone()).await?;
-        }
-        // Assign from the epoch: the outbox stage drew its device times from its own clock.
-        for x in g.assignments() {
-            store
-                .assign(vigil_model::Assignment {
-                    from: Timestamp(0),
-                    ..x.clone()
-                })
-                .await?;
-        }
-        token
-    };
-    let token_file = dir.join("gateway.token");
-    std::fs::write(&token_file, &token)?;
-    let (mut hub, hub_addr) = spawn_announcing(
-        tokio::process::Command::new(&exe)
-            .args([
-                "--log",
-                "warn",
-                "hub",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(&hub_dir)
-            .env("VIGIL_HUB__COMPACT_EVERY_S", "0"),
-        "hub listening on ",
-    )
-    .await?;
-    let client = reqwest::Client::new();
-    let t = Instant::now();
-    let mut gw = tokio::process::Command::new(&exe)
-        .args([
-            "--log",
-            "warn",
-            "gateway",
-            "--hub-url",
-            &hub_addr,
-            "--token-file",
-        ])
-        .arg(&token_file)
-        .arg("--outbox")
-        .arg(&outbox)
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(1800);
-    loop {
-        let (ok, quarantined) = stored(&client, &hub_addr).await?;
-        if quarantined > 0 {
-            bail!("the hub quarantined {quarantined} benchmark readings");
-        }
-        if ok >= n {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("sync did not finish in 30 minutes");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let sync_secs = t.elapsed().as_secs_f64();
-    let sync_rate = n as f64 / sync_secs;
-    let (hub_rss, gw_rss) = (
-        hub.id().map_or(0, peak_rss_kib),
-        gw.id().map_or(0, peak_rss_kib),
-    );
-    let _ = gw.kill().await;
-    let _ = hub.kill().await;
-    let _ = gw.wait().await;
-    let _ = hub.wait().await;
+    let SyncRun {
+        rate: sync_rate,
+        secs: sync_secs,
+        hub_rss,
+        gw_rss,
+        hub_dir,
+    } = sync_stage(&exe, &dir, &outbox, n, a.patients, false).await?;
     eprintln!("  sync outbox -> hub: {sync_rate:.0} readings/s");
+    // The same again over TLS with mutual authentication, from a second filled outbox.
+    let sync_tls = if a.tls {
+        let outbox = dir.join("outbox-tls.db");
+        fill_outbox(&exe, &outbox, n, a.patients).await?;
+        let t = sync_stage(&exe, &dir, &outbox, n, a.patients, true).await?;
+        eprintln!(
+            "  sync outbox -> hub over TLS (mutual): {:.0} readings/s, {:.2} of plain HTTP",
+            t.rate,
+            t.rate / sync_rate
+        );
+        json!({
+            "readings_per_s": t.rate,
+            "seconds": t.secs,
+            "ratio_to_plain_http": t.rate / sync_rate,
+            "hub_peak_rss_mib": t.hub_rss as f64 / 1024.0,
+            "gateway_peak_rss_mib": t.gw_rss as f64 / 1024.0,
+        })
+    } else {
+        serde_json::Value::Null
+    };
 
     let store = vigil_store::sqlite::SqliteStore::open(hub_dir.join("hub.db"))?;
     let before = store.stats().await?;
@@ -452,6 +385,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             "hub_peak_rss_mib": hub_rss as f64 / 1024.0,
             "gateway_peak_rss_mib": gw_rss as f64 / 1024.0,
         },
+        "sync_tls": sync_tls,
         "storage": {
             "bytes_per_reading_file": s.file_bytes as f64 / n as f64,
             "bytes_per_reading_chunks": s.chunk_bytes as f64 / n as f64,
@@ -462,6 +396,159 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
+}
+
+/// Stage 2 in a child process: fills the outbox at `path`.
+async fn fill_outbox(
+    exe: &Path,
+    path: &Path,
+    n: u64,
+    patients: usize,
+) -> anyhow::Result<OutboxReport> {
+    let out = tokio::process::Command::new(exe)
+        .args(["bench", "outbox", "--path"])
+        .arg(path)
+        .args([
+            "--readings",
+            &n.to_string(),
+            "--patients",
+            &patients.to_string(),
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .await?;
+    if !out.status.success() {
+        bail!("outbox stage failed");
+    }
+    serde_json::from_slice(&out.stdout).context("outbox stage report")
+}
+
+/// One sync measurement: a fresh hub, a gateway draining `outbox` into it.
+#[derive(Debug)]
+struct SyncRun {
+    rate: f64,
+    secs: f64,
+    hub_rss: u64,
+    gw_rss: u64,
+    hub_dir: PathBuf,
+}
+
+/// Stage 3: real hub and gateway processes over loopback, plain HTTP or TLS with client
+/// certificates.
+async fn sync_stage(
+    exe: &Path,
+    dir: &Path,
+    outbox: &Path,
+    n: u64,
+    patients: usize,
+    tls: bool,
+) -> anyhow::Result<SyncRun> {
+    let hub_dir = dir.join(if tls { "hub-tls" } else { "hub" });
+    let token = {
+        let store = vigil_store::sqlite::SqliteStore::open(hub_dir.join("hub.db"))?;
+        let token = vigil_hub::auth::new_token(vigil_hub::auth::GATEWAY_PREFIX);
+        store
+            .create_gateway("bench-gw", &vigil_hub::auth::hash_token(&token))
+            .await?;
+        let g = spec(n, patients).generator()?;
+        for p in g.patients() {
+            store.upsert_patient(p.clone()).await?;
+        }
+        for d in g.devices() {
+            store.upsert_device(d.clone()).await?;
+        }
+        // Assign from the epoch: the outbox stage drew its device times from its own clock.
+        for x in g.assignments() {
+            store
+                .assign(vigil_model::Assignment {
+                    from: Timestamp(0),
+                    ..x.clone()
+                })
+                .await?;
+        }
+        token
+    };
+    let token_file = dir.join("gateway.token");
+    std::fs::write(&token_file, &token)?;
+    let mut hub_cmd = tokio::process::Command::new(exe);
+    hub_cmd
+        .args([
+            "--log",
+            "warn",
+            "hub",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&hub_dir)
+        .env("VIGIL_HUB__COMPACT_EVERY_S", "0");
+    let mut gw_cmd = tokio::process::Command::new(exe);
+    // Over TLS: the hub requires a client certificate from the site's CA (mutual TLS).
+    let client = if tls {
+        let pki_dir = dir.join("pki");
+        let (pki, _) = vigil_tls::pki::ensure(&pki_dir, &[])?;
+        let (cert, key) = vigil_tls::pki::issue_gateway(&pki_dir, "bench-gw")?;
+        hub_cmd
+            .env("VIGIL_HUB__TLS__CERT_FILE", &pki.hub_cert)
+            .env("VIGIL_HUB__TLS__KEY_FILE", &pki.hub_key)
+            .env("VIGIL_HUB__TLS__CLIENT_CA_FILE", &pki.ca_cert)
+            .env("VIGIL_HUB__TLS__CLIENT_AUTH", "required");
+        gw_cmd
+            .env("VIGIL_GATEWAY__HUB_CA_FILE", &pki.ca_cert)
+            .env("VIGIL_GATEWAY__CLIENT_CERT_FILE", &cert)
+            .env("VIGIL_GATEWAY__CLIENT_KEY_FILE", &key);
+        vigil_gateway::hub_client_builder(Some(&pki.ca_cert), Some((&cert, &key)))?.build()?
+    } else {
+        vigil_gateway::hub_client_builder(None, None)?.build()?
+    };
+    let (mut hub, hub_addr) = spawn_announcing(&mut hub_cmd, "hub listening on ").await?;
+    let t = Instant::now();
+    let mut gw = gw_cmd
+        .args([
+            "--log",
+            "warn",
+            "gateway",
+            "--hub-url",
+            &hub_addr,
+            "--token-file",
+        ])
+        .arg(&token_file)
+        .arg("--outbox")
+        .arg(outbox)
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        let (ok, quarantined) = stored(&client, &hub_addr).await?;
+        if quarantined > 0 {
+            bail!("the hub quarantined {quarantined} benchmark readings");
+        }
+        if ok >= n {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("sync did not finish in 30 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sync_secs = t.elapsed().as_secs_f64();
+    let sync_rate = n as f64 / sync_secs;
+    let (hub_rss, gw_rss) = (
+        hub.id().map_or(0, peak_rss_kib),
+        gw.id().map_or(0, peak_rss_kib),
+    );
+    let _ = gw.kill().await;
+    let _ = hub.kill().await;
+    let _ = gw.wait().await;
+    let _ = hub.wait().await;
+    Ok(SyncRun {
+        rate: sync_rate,
+        secs: sync_secs,
+        hub_rss,
+        gw_rss,
+        hub_dir,
+    })
 }
 
 /// A working directory that is removed afterwards unless the user named one.
@@ -648,7 +735,7 @@ async fn alerts_stage(
         "hub listening on ",
     )
     .await?;
-    let client = reqwest::Client::new();
+    let client = vigil_gateway::hub_client_builder(None, None)?.build()?;
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let got: Arc<Mutex<Vec<f64>>> = Arc::default();
 

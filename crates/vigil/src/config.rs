@@ -23,6 +23,8 @@ pub struct HubSection {
     pub listen: SocketAddr,
     /// The SQLite database file; relative paths are under `data_dir`.
     pub database: PathBuf,
+    /// HTTPS (`[hub.tls]`); absent serves plain HTTP. Relative paths are under `data_dir`.
+    pub tls: Option<vigil_tls::ServerTls>,
     #[serde(flatten)]
     pub settings: HubConfig,
 }
@@ -32,6 +34,7 @@ impl Default for HubSection {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             database: PathBuf::from("hub.db"),
+            tls: None,
             settings: HubConfig::default(),
         }
     }
@@ -100,6 +103,7 @@ impl Config {
         // section filled in: text stays text, numbers and booleans are parsed. Keys never
         // written out (secrets) are text.
         let mut full = Config::default();
+        full.hub.tls.get_or_insert_with(Default::default);
         full.gateway.mllp.get_or_insert_with(Default::default);
         full.gateway.mqtt.get_or_insert_with(Default::default);
         full.gateway
@@ -166,7 +170,37 @@ impl Config {
         if self.gateway.outbox_max_bytes < 1 << 20 {
             bail!("gateway.outbox_max_bytes must be at least 1 MiB");
         }
+        if let Some(t) = &self.hub.tls {
+            t.validate()?;
+        }
+        if self.gateway.client_cert_file.is_some() != self.gateway.client_key_file.is_some() {
+            bail!("gateway.client_cert_file and gateway.client_key_file go together");
+        }
         Ok(())
+    }
+
+    /// The hub's TLS settings with relative paths resolved under `data_dir`.
+    pub fn hub_tls(&self) -> Option<vigil_tls::ServerTls> {
+        let mut t = self.hub.tls.clone()?;
+        t.cert_file = self.data_dir.join(&t.cert_file);
+        t.key_file = self.data_dir.join(&t.key_file);
+        t.client_ca_file = t.client_ca_file.map(|f| self.data_dir.join(f));
+        Some(t)
+    }
+
+    /// Resolves the gateway's relative TLS file paths under `data_dir`.
+    pub fn resolve_gateway_tls_paths(&mut self) {
+        let g = &mut self.gateway;
+        for f in [
+            &mut g.hub_ca_file,
+            &mut g.client_cert_file,
+            &mut g.client_key_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *f = self.data_dir.join(&*f);
+        }
     }
 
     pub fn hub_database(&self) -> PathBuf {
@@ -251,6 +285,60 @@ mod tests {
         assert_eq!(cfg.hub.settings.escalate_after_s, 900);
         assert_eq!(cfg.hub.settings.webhooks.len(), 1);
         assert_eq!(cfg.gateway.batch_max_records, 10_000);
+    }
+
+    #[test]
+    fn the_readme_tls_example_loads_with_paths_under_the_data_dir() {
+        let readme = include_str!("../../../README.md");
+        let at = readme
+            .find("[hub.tls]")
+            .expect("a TLS example in the README");
+        let start = readme[..at].rfind("```toml\n").expect("its block") + 8;
+        let len = readme[start..].find("```").expect("end of the block");
+        let d = tempfile::tempdir().expect("dir");
+        let f = d.path().join("vigil.toml");
+        std::fs::write(
+            &f,
+            format!("data_dir = \"/srv/vigil\"\n{}", &readme[start..start + len]),
+        )
+        .expect("write");
+        let cfg = Config::load(Some(&f), []).expect("the README TLS example loads");
+        cfg.validate().expect("and validates");
+        let t = cfg.hub_tls().expect("tls");
+        assert_eq!(t.cert_file, PathBuf::from("/srv/vigil/pki/hub.pem"));
+        assert_eq!(t.client_auth, vigil_tls::ClientAuth::Required);
+        let mut cfg = cfg;
+        cfg.resolve_gateway_tls_paths();
+        assert_eq!(
+            cfg.gateway.hub_ca_file,
+            Some(PathBuf::from("/srv/vigil/pki/ca.pem"))
+        );
+        // TLS settings from the environment, and a section without its files is an error.
+        let cfg = Config::load(
+            None,
+            [
+                (
+                    "VIGIL_HUB__TLS__CERT_FILE".to_owned(),
+                    "/etc/h.pem".to_owned(),
+                ),
+                (
+                    "VIGIL_HUB__TLS__KEY_FILE".to_owned(),
+                    "/etc/k.pem".to_owned(),
+                ),
+                (
+                    "VIGIL_HUB__TLS__CLIENT_AUTH".to_owned(),
+                    "optional".to_owned(),
+                ),
+            ],
+        )
+        .expect("load");
+        assert!(cfg.validate().is_err(), "optional client auth needs a CA");
+        let cfg = Config::load(
+            None,
+            [("VIGIL_HUB__TLS__CLIENT_AUTH".to_owned(), "none".to_owned())],
+        )
+        .expect("load");
+        assert!(cfg.validate().is_err(), "no certificate files");
     }
 
     #[test]

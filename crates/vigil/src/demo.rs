@@ -167,8 +167,23 @@ pub async fn run(args: DemoArgs, file: Option<&Path>) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
     let addr = listener.local_addr()?;
-    let hub_url = format!("http://{addr}");
+    let hub_url = format!("https://{addr}");
     let creds = credentials(&dir, &store, &hub_url).await?;
+
+    // HTTPS with the demo's own CA (made on the first run, reused later). Gateways present a
+    // client certificate; people and scripts come with a token alone (client_auth optional).
+    let pki_dir = dir.join("pki");
+    let (pki, created) = vigil_tls::pki::ensure(&pki_dir, &[])?;
+    let (gw_cert, gw_key) = vigil_tls::pki::gateway_files(&pki_dir, &creds.gateway.id);
+    if created || !gw_cert.is_file() || !gw_key.is_file() {
+        vigil_tls::pki::issue_gateway(&pki_dir, &creds.gateway.id)?;
+    }
+    let tls = vigil_tls::server_config(&vigil_tls::ServerTls {
+        cert_file: pki.hub_cert.clone(),
+        key_file: pki.hub_key.clone(),
+        client_ca_file: Some(pki.ca_cert.clone()),
+        client_auth: vigil_tls::ClientAuth::Optional,
+    })?;
 
     // The simulation: fixed seed and size per data directory.
     let state_path = dir.join("sim-state.json");
@@ -250,7 +265,7 @@ pub async fn run(args: DemoArgs, file: Option<&Path>) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let hub_state = AppState::new(Arc::new(store.clone()), cfg.hub.settings.clone());
     let mut hub_stop = stop_rx.clone();
-    let hub = tokio::spawn(vigil_hub::serve(listener, hub_state, async move {
+    let hub = tokio::spawn(vigil_hub::serve_tls(listener, tls, hub_state, async move {
         let _ = hub_stop.wait_for(|s| *s).await;
     }));
 
@@ -261,6 +276,9 @@ pub async fn run(args: DemoArgs, file: Option<&Path>) -> anyhow::Result<()> {
         token: creds.gateway.token.clone(),
         outbox_path: dir.join("gateway").join("outbox.db"),
         listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        hub_ca_file: Some(pki.ca_cert.clone()),
+        client_cert_file: Some(gw_cert),
+        client_key_file: Some(gw_key),
         ..cfg.gateway.clone()
     })
     .await?;
@@ -274,8 +292,10 @@ pub async fn run(args: DemoArgs, file: Option<&Path>) -> anyhow::Result<()> {
         state.patients,
         dir.join("demo-credentials.json").display()
     ));
+    announce(&format!("CA certificate: {}", pki.ca_cert.display()));
     announce(&format!(
-        "try: curl -H \"Authorization: Bearer $(jq -r .api_token {})\" {hub_url}/api/v1/patients",
+        "try: curl --cacert {} -H \"Authorization: Bearer $(jq -r .api_token {})\" {hub_url}/api/v1/patients",
+        pki.ca_cert.display(),
         dir.join("demo-credentials.json").display()
     ));
 

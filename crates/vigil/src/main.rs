@@ -9,6 +9,7 @@ mod config;
 mod decode;
 mod demo;
 mod news2;
+mod pki;
 mod run;
 mod sim;
 mod users;
@@ -87,6 +88,7 @@ fn init_logging(filter: &str) {
 }
 
 fn main() -> ExitCode {
+    vigil_tls::install_default_provider();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -92,6 +92,11 @@ pub enum AdminCmd {
     CreateUser(crate::users::CreateUserArgs),
     /// Disable a user (revoking their sessions and API tokens), or enable them again.
     DisableUser(crate::users::DisableUserArgs),
+    /// TLS certificates: a local CA, the hub's certificate, gateways' client certificates.
+    Pki {
+        #[command(subcommand)]
+        cmd: crate::pki::PkiCmd,
+    },
 }
 
 pub fn load_config(file: Option<&Path>) -> anyhow::Result<Config> {
@@ -120,20 +125,40 @@ pub async fn hub(args: HubArgs, file: Option<&Path>) -> anyhow::Result<()> {
             InputError("[hub.oidc] needs a vigil built with --features oidc".into()).into(),
         );
     }
+    // Certificates are checked before anything starts.
+    let tls = match cfg.hub_tls() {
+        Some(t) => Some((
+            vigil_tls::server_config(&t).map_err(|e| InputError(e.to_string()))?,
+            t.client_auth,
+        )),
+        None => None,
+    };
     let db = cfg.hub_database();
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db)).await??;
     let listener = tokio::net::TcpListener::bind(cfg.hub.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.hub.listen))?;
     let addr = listener.local_addr()?;
-    announce(&format!("hub listening on http://{addr}"));
-    tracing::info!(%addr, database = %cfg.hub_database().display(), "hub started");
     let mut settings = cfg.hub.settings.clone();
     settings
         .export_dir
         .get_or_insert_with(|| cfg.data_dir.join("fhir-export"));
     let state = AppState::new(Arc::new(store), settings);
-    vigil_hub::serve(listener, state, stop_signal()).await?;
+    match tls {
+        Some((tls, client_auth)) => {
+            announce(&format!("hub listening on https://{addr}"));
+            tracing::info!(%addr, ?client_auth, database = %cfg.hub_database().display(), "hub started (TLS)");
+            vigil_hub::serve_tls(listener, tls, state, stop_signal()).await?;
+        }
+        None => {
+            if !addr.ip().is_loopback() {
+                tracing::warn!(%addr, "hub serves plain HTTP on a non-loopback address; configure [hub.tls]");
+            }
+            announce(&format!("hub listening on http://{addr}"));
+            tracing::info!(%addr, database = %cfg.hub_database().display(), "hub started");
+            vigil_hub::serve(listener, state, stop_signal()).await?;
+        }
+    }
     tracing::info!("hub stopped");
     Ok(())
 }
@@ -176,6 +201,8 @@ pub async fn gateway(args: GatewayArgs, file: Option<&Path>) -> anyhow::Result<(
     if let Some(id) = args.mqtt_client_id {
         g.mqtt.get_or_insert_with(Default::default).client_id = id;
     }
+    cfg.resolve_gateway_tls_paths();
+    let g = &mut cfg.gateway;
     // Fault injection for crash tests: a real process dies at the worst moment.
     if std::env::var("VIGIL_FAULT").as_deref() == Ok("mqtt-abort-before-commit")
         && let Some(m) = g.mqtt.as_mut()
@@ -270,6 +297,7 @@ pub async fn admin(cmd: AdminCmd, file: Option<&Path>) -> anyhow::Result<()> {
         }
         AdminCmd::CreateUser(a) => crate::users::create_user(a, &cfg).await?,
         AdminCmd::DisableUser(a) => crate::users::disable_user(a, &cfg).await?,
+        AdminCmd::Pki { cmd } => crate::pki::run(cmd, &cfg.data_dir)?,
     }
     Ok(())
 }

@@ -117,6 +117,7 @@ async fn critical_readings_alarm_locally_within_a_second_without_the_hub() {
     })
     .await;
     let base = format!("http://{}", gw.local_addr().expect("listening"));
+    vigil_tls::install_default_provider();
     let http = reqwest::Client::new();
 
     // 1. Local HTTP source: glucose 45 mg/dL, a reading taken an hour ago.

@@ -379,6 +379,7 @@ async fn the_alert_stream_carries_only_transitions_of_visible_patients() {
     let hub = harness::spawn_hub(&site.hub_dir(), "127.0.0.1:0");
     let w = world(site, hub).await;
     // Replay from the start: both patients have an open alert in storage.
+    vigil_tls::install_default_provider();
     let mut resp = reqwest::Client::new()
         .get(format!("{}/api/v1/alerts/stream", w.hub.url))
         .bearer_auth(&dr_in)

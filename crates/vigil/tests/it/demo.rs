@@ -61,9 +61,24 @@ async fn the_demo_starts_restarts_on_its_data_and_loses_nothing_on_ctrl_c() {
     assert!(
         lines
             .iter()
-            .any(|l| l.starts_with("Vigil demo: hub http://127.0.0.1:")),
+            .any(|l| l.starts_with("Vigil demo: hub https://127.0.0.1:")),
         "{lines:?}"
     );
+    // The demo made its own CA and says where it is for curl.
+    let ca = d.path().join("pki").join("ca.pem");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == &format!("CA certificate: {}", ca.display())),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("curl --cacert {}", ca.display()))),
+        "{lines:?}"
+    );
+    let ca_pem = std::fs::read(&ca).expect("CA");
     assert!(
         first > 5 * 1800,
         "30 minutes of history for 5 wearables: {first}"
@@ -101,6 +116,7 @@ async fn the_demo_starts_restarts_on_its_data_and_loses_nothing_on_ctrl_c() {
         creds["api_token"], creds2["api_token"],
         "credentials survive a restart"
     );
+    assert_eq!(std::fs::read(&ca).expect("CA"), ca_pem, "the CA is reused");
 
     // Every generated record is at the hub or still in the gateway outbox.
     let store = vigil_store::sqlite::SqliteStore::open(d.path().join("hub.db")).expect("hub db");

@@ -98,6 +98,7 @@ pub struct AlertStream {
 
 impl AlertStream {
     pub async fn open(hub: &str, token: &str) -> Self {
+        vigil_tls::install_default_provider();
         let resp = reqwest::Client::new()
             .get(format!("{hub}/api/v1/alerts/stream"))
             .bearer_auth(token)
@@ -300,6 +301,7 @@ pub fn free_port() -> u16 {
 }
 
 pub fn client() -> reqwest::Client {
+    vigil_tls::install_default_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -482,4 +484,41 @@ pub async fn sign_in(c: &reqwest::Client, hub: &str, name: &str, password: &str)
     let body: serde_json::Value = r.json().await.expect("login json");
     let csrf = body["csrf_token"].as_str().expect("csrf token").to_owned();
     Browser { cookie, csrf }
+}
+
+/// A gateway process with extra settings from the environment (TLS files and the like).
+pub fn spawn_gateway_env(
+    hub_url: &str,
+    token_file: &Path,
+    outbox: &Path,
+    env: &[(&str, &Path)],
+) -> Proc {
+    let mut cmd = vigil();
+    cmd.args([
+        "--log",
+        "warn",
+        "gateway",
+        "--hub-url",
+        hub_url,
+        "--listen",
+        "127.0.0.1:0",
+        "--token-file",
+    ])
+    .arg(token_file)
+    .arg("--outbox")
+    .arg(outbox)
+    .env("VIGIL_GATEWAY__BACKOFF_MIN_MS", "50")
+    .env("VIGIL_GATEWAY__BACKOFF_MAX_MS", "500")
+    .envs(env.iter().copied());
+    spawn_announcing(cmd, "gateway listening on ")
+}
+
+/// A client of a TLS hub built as the gateway builds its own: trusts only `ca`, presents
+/// `identity` (certificate, key) when given.
+pub fn tls_client(ca: &Path, identity: Option<(&Path, &Path)>) -> reqwest::Client {
+    vigil_gateway::hub_client_builder(Some(ca), identity)
+        .expect("TLS files")
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
 }

@@ -21,3 +21,4 @@ mod privacy;
 mod oidc;
 mod scenarios;
 mod sync;
+mod tls;

@@ -261,6 +261,7 @@ async fn sign_in_through_the_identity_provider_maps_the_group_to_a_role() {
         ],
     );
     let u = &hub.url;
+    vigil_tls::install_default_provider();
     let c = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
