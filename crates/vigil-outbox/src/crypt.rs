@@ -32,7 +32,9 @@ pub enum KeyError {
         "key file {path} is readable by group or others (mode {mode:o}); restrict it with chmod 600"
     )]
     Permissions { path: PathBuf, mode: u32 },
-    #[error("key file {path} holds no key: expected 32 raw bytes, 64 hex digits or base64 of 32 bytes")]
+    #[error(
+        "key file {path} holds no key: expected 32 raw bytes, 64 hex digits or base64 of 32 bytes"
+    )]
     Format { path: PathBuf },
     #[error("key file {path} cannot be written: {source}")]
     Write {
@@ -422,7 +424,10 @@ mod tests {
     fn the_same_record_seals_differently_each_time() {
         let c = RecordCipher::new(&key(3));
         let r = row(1, 1, false, 0);
-        assert_ne!(c.seal(&r, b"same").expect("seal"), c.seal(&r, b"same").expect("seal"));
+        assert_ne!(
+            c.seal(&r, b"same").expect("seal"),
+            c.seal(&r, b"same").expect("seal")
+        );
     }
 
     #[test]

@@ -495,9 +495,7 @@ fn file_state(conn: &Connection) -> Result<FileState, rusqlite::Error> {
         return Ok(FileState::New);
     }
     let has_kcv = table_exists(conn, "keycheck")?
-        && conn
-            .query_row("SELECT count(*) FROM keycheck", [], |r| r.get::<_, i64>(0))?
-            > 0;
+        && conn.query_row("SELECT count(*) FROM keycheck", [], |r| r.get::<_, i64>(0))? > 0;
     Ok(if has_kcv {
         FileState::Encrypted
     } else {
@@ -521,9 +519,8 @@ fn init_or_check(
         }
         FileState::Encrypted => {
             let epoch = meta_get(&tx, "epoch")?.unwrap_or(0) as u64;
-            let kcv: Vec<u8> = tx.query_row("SELECT kcv FROM keycheck WHERE id = 1", [], |r| {
-                r.get(0)
-            })?;
+            let kcv: Vec<u8> =
+                tx.query_row("SELECT kcv FROM keycheck WHERE id = 1", [], |r| r.get(0))?;
             if !cipher.verify_key_check(epoch, &kcv) {
                 return Err(OutboxError::WrongKey {
                     path: path.to_owned(),
@@ -702,9 +699,7 @@ impl Writer {
                 tx.prepare_cached("DELETE FROM outbox WHERE seq = ?1 RETURNING length(payload)")?;
             for &seq in quarantine {
                 copy.execute(params![seq as i64, now])?;
-                let len: Option<i64> = del
-                    .query_row([seq as i64], |r| r.get(0))
-                    .optional()?;
+                let len: Option<i64> = del.query_row([seq as i64], |r| r.get(0)).optional()?;
                 if let Some(len) = len {
                     quarantined += 1;
                     depth = depth.saturating_sub(1);

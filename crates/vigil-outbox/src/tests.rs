@@ -248,7 +248,12 @@ fn patient_ids_device_ids_and_values_never_reach_the_files_in_clear() {
         assert_eq!(back.len(), 500);
         assert_eq!(Outbox::decode(&back[0].payload).expect("decode"), {
             let mut r = marked(0);
-            r.set_received(Outbox::decode(&back[0].payload).expect("d").received().expect("rx"));
+            r.set_received(
+                Outbox::decode(&back[0].payload)
+                    .expect("d")
+                    .received()
+                    .expect("rx"),
+            );
             r
         });
         ob.close();

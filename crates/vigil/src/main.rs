@@ -1,6 +1,7 @@
 //! `vigil`: the one binary. Subcommands run the demo, the hub, the gateway, the simulator,
 //! benchmarks, NEWS2 scoring and administration.
 
+mod backup;
 mod bench;
 mod config;
 mod decode;
@@ -46,7 +47,7 @@ enum Cmd {
     Decode(decode::DecodeArgs),
     /// Compute a NEWS2 score (Royal College of Physicians, 2017) and print it as JSON.
     News2(news2::News2Args),
-    /// Administration: credentials for people, services and gateways.
+    /// Administration: credentials for people, services and gateways; keys, backups.
     Admin {
         #[command(subcommand)]
         cmd: run::AdminCmd,

@@ -60,6 +60,9 @@ pub struct GatewayArgs {
     /// `http://host:port/path` (a JSON POST).
     #[arg(long = "edge-alarm", value_name = "ACTION")]
     pub edge_alarm: Vec<vigil_gateway::AlarmAction>,
+    /// The outbox encryption key file (overrides `gateway.outbox_key_file`).
+    #[arg(long)]
+    pub outbox_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,6 +87,8 @@ pub enum AdminCmd {
         #[arg(long)]
         id: String,
     },
+    #[command(flatten)]
+    Crypt(crate::backup::CryptCmd),
 }
 
 pub fn load_config(file: Option<&Path>) -> anyhow::Result<Config> {
@@ -141,6 +146,13 @@ pub async fn gateway(args: GatewayArgs, file: Option<&Path>) -> anyhow::Result<(
     if let Some(l) = args.listen {
         g.listen = Some(l);
     }
+    if let Some(k) = args.outbox_key_file {
+        g.outbox_key_file = Some(k);
+    } else if let Some(k) = g.outbox_key_file.as_mut()
+        && k.is_relative()
+    {
+        *k = cfg.data_dir.join(&*k);
+    }
     if let Some(m) = args.outbox_max_bytes {
         g.outbox_max_bytes = m;
     }
@@ -181,7 +193,9 @@ pub async fn gateway(args: GatewayArgs, file: Option<&Path>) -> anyhow::Result<(
         )
         .into());
     }
-    let gw = Gateway::start(cfg.gateway.clone()).await?;
+    let gw = Gateway::start(cfg.gateway.clone())
+        .await
+        .map_err(crate::backup::gateway_start_error)?;
     if let Some(addr) = gw.local_addr() {
         announce(&format!("gateway listening on http://{addr}"));
     }
@@ -250,6 +264,7 @@ pub async fn admin(cmd: AdminCmd, file: Option<&Path>) -> anyhow::Result<()> {
             store.create_gateway(&id, &hash_token(&token)).await?;
             announce(&token);
         }
+        AdminCmd::Crypt(c) => return crate::backup::run(c, &cfg).await,
     }
     Ok(())
 }
