@@ -391,7 +391,8 @@ fn restore_into(input: &Path, key: &SecretKey, db: &Path, dir: &Path) -> anyhow:
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                return Err(e).with_context(|| format!("cannot remove {}", Path::new(&p).display()));
+                return Err(e)
+                    .with_context(|| format!("cannot remove {}", Path::new(&p).display()));
             }
         }
     }

@@ -6,6 +6,7 @@ mod bad_input;
 mod cli;
 mod demo;
 mod edge;
+mod encryption;
 mod fhir;
 mod harness;
 mod mqtt_crash;
