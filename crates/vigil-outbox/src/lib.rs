@@ -512,11 +512,9 @@ fn init_or_check(
 ) -> Result<u64, OutboxError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     match file_state(&tx)? {
-        FileState::Plain => {
-            return Err(OutboxError::NotEncrypted {
-                path: path.to_owned(),
-            });
-        }
+        FileState::Plain => Err(OutboxError::NotEncrypted {
+            path: path.to_owned(),
+        }),
         FileState::Encrypted => {
             let epoch = meta_get(&tx, "epoch")?.unwrap_or(0) as u64;
             let kcv: Vec<u8> =

@@ -430,7 +430,7 @@ mod tests {
             let sealed = seal(&plain, &k);
             assert_eq!(open(&sealed, &k).expect("open"), plain, "len {len}");
             // Every position in the header and a spread of positions in the chunks.
-            let step = (sealed.len() / 200).max(1);
+            let step = (sealed.len() / 40).max(1);
             for i in (0..HEADER).chain((HEADER..sealed.len()).step_by(step)) {
                 let mut bad = sealed.clone();
                 bad[i] ^= 0x40;
