@@ -47,7 +47,7 @@ enum Cmd {
     Decode(decode::DecodeArgs),
     /// Compute a NEWS2 score (Royal College of Physicians, 2017) and print it as JSON.
     News2(news2::News2Args),
-    /// Administration: credentials for people, services and gateways; keys, backups.
+    /// Administration: credentials for people, services and gateways.
     Admin {
         #[command(subcommand)]
         cmd: run::AdminCmd,
