@@ -32,6 +32,7 @@ const MAX_LASTN: usize = 1000;
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
+        .route("/", axum::routing::post(crate::fhir_inbound::transaction))
         .route("/metadata", get(metadata))
         .route("/Patient", get(search_patients))
         .route("/Patient/{id}", get(read_patient))

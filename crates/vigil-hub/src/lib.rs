@@ -12,13 +12,16 @@ pub mod access;
 mod alert_routes;
 pub mod alerts;
 pub mod auth;
+pub mod ehr_push;
 mod error;
+mod fhir_inbound;
 mod fhir_routes;
 pub mod notify;
+pub mod oauth;
 mod routes;
 
 pub use error::ApiError;
-pub use routes::router;
+pub use routes::{OPENAPI as OPENAPI_YAML, router};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,6 +66,8 @@ pub struct HubConfig {
     pub battery_low_percent: f64,
     /// A later battery event at or above this percentage resolves `low-battery`.
     pub battery_ok_percent: f64,
+    /// External FHIR servers that receive new Observations and alert Flags (`[[hub.ehr]]`).
+    pub ehr: Vec<ehr_push::EhrTarget>,
 }
 
 impl Default for HubConfig {
@@ -82,6 +87,7 @@ impl Default for HubConfig {
             stale_check_ms: 5000,
             battery_low_percent: 20.0,
             battery_ok_percent: 30.0,
+            ehr: Vec::new(),
         }
     }
 }
@@ -212,6 +218,7 @@ pub async fn serve(
             }
         })
     };
+    let pusher = tokio::spawn(ehr_push::run(state.clone()));
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
@@ -221,5 +228,6 @@ pub async fn serve(
     {
         task.abort();
     }
+    pusher.abort();
     result
 }

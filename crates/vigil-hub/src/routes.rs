@@ -38,7 +38,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/gateways", get(list_gateways).post(create_gateway))
         .route("/api/v1/gateways/{id}", delete(revoke_gateway))
         .route("/api/v1/stats", get(stats))
+        .route("/api/v1/openapi.yaml", get(openapi))
         .merge(crate::alert_routes::routes())
+        .merge(crate::ehr_push::routes())
         .nest("/fhir/r4", crate::fhir_routes::router())
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async {
@@ -111,6 +113,13 @@ pub(crate) fn parse_time(name: &str, s: Option<&str>) -> Result<Option<Timestamp
     .transpose()
 }
 
+/// The API's OpenAPI description, kept complete by a test over the route table.
+pub const OPENAPI: &str = include_str!("../openapi.yaml");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI).into_response()
+}
+
 async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
@@ -119,7 +128,7 @@ async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
     let m = &st.metrics;
     let s = st.store.stats().await?;
     let l = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    let body = format!(
+    let mut body = format!(
         "# TYPE vigil_hub_batches_total counter\nvigil_hub_batches_total {}\n\
          # TYPE vigil_hub_batches_rejected_total counter\nvigil_hub_batches_rejected_total {}\n\
          # TYPE vigil_hub_records_stored_total counter\nvigil_hub_records_stored_total {}\n\
@@ -145,6 +154,7 @@ async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
         s.quarantined_open,
         st.alerts.pending(),
     );
+    body.push_str(&crate::ehr_push::metrics(&st).await?);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
 }
 

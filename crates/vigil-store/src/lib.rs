@@ -15,8 +15,10 @@
 
 pub mod alert;
 pub mod chunk;
+pub mod push;
 pub mod sqlite;
 mod sqlite_alerts;
+mod sqlite_push;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -29,6 +31,7 @@ pub use alert::{
     NewNotification, Notification, Raised,
 };
 pub use chunk::StoredReading;
+pub use push::PushStore;
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
@@ -182,7 +185,7 @@ pub struct ReprocessOutcome {
 
 /// The hub's storage.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: PushStore + Send + Sync + 'static {
     /// Stores a gateway batch atomically with the gateway's cursor (see the crate docs).
     async fn ingest(&self, batch: IngestBatch) -> Result<IngestOutcome, StoreError>;
 

@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS api_token(hash BLOB PRIMARY KEY, name TEXT NOT NULL, 
 ";
 
 #[derive(Debug, Default)]
-struct Cache {
+pub(crate) struct Cache {
     patients: HashMap<PatientId, i64>,
     devices: HashMap<DeviceId, Option<String>>,
     assignments: HashMap<DeviceId, Vec<Assignment>>,
@@ -62,7 +62,7 @@ pub struct SqliteStore {
 }
 
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
@@ -99,6 +99,7 @@ impl SqliteStore {
         let conn = open_conn(&path)?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(alerts::SCHEMA)?;
+        conn.execute_batch(crate::sqlite_push::SCHEMA)?;
         let cache = load_cache(&conn)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -115,7 +116,7 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
@@ -128,7 +129,7 @@ impl SqliteStore {
 }
 
 impl Inner {
-    fn read<T>(
+    pub(crate) fn read<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -146,7 +147,7 @@ impl Inner {
         out
     }
 
-    fn write<T>(
+    pub(crate) fn write<T>(
         &self,
         f: impl FnOnce(&Transaction<'_>, &mut Cache) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -351,6 +352,7 @@ impl SeriesWriter {
                 rs.len() as i64,
                 data
             ])?;
+            crate::sqlite_push::journal_chunk(tx, pk, mid, rs.len(), &data)?;
             let body = postcard::to_stdvec(last).map_err(engine)?;
             latest.execute(params![pk, mid, last.time.0, body])?;
         }

@@ -158,6 +158,7 @@ impl Config {
         {
             bail!("gateway.backoff_min_ms must be positive and at most backoff_max_ms");
         }
+        vigil_hub::ehr_push::validate(&self.hub.settings.ehr).map_err(anyhow::Error::msg)?;
         if self.gateway.outbox_max_bytes < 1 << 20 {
             bail!("gateway.outbox_max_bytes must be at least 1 MiB");
         }

@@ -3,6 +3,7 @@
 
 mod backup;
 mod bench;
+mod clients;
 mod config;
 mod decode;
 mod demo;
@@ -72,6 +73,8 @@ fn init_logging(filter: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: logs redirected to files or collectors stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }

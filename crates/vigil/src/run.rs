@@ -66,6 +66,7 @@ pub struct GatewayArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::enum_variant_names)] // they name the subcommands: create-token, create-client, ...
 pub enum AdminCmd {
     /// Create an API token for a person or service; prints it once.
     CreateToken {
@@ -80,6 +81,9 @@ pub enum AdminCmd {
         #[arg(long, value_parser = crate::parse_duration)]
         expires_in: Option<std::time::Duration>,
     },
+    /// Register an OAuth2 client (a service using `POST /oauth2/token`); prints its secret
+    /// once (a new secret replaces the old one).
+    CreateClient(crate::clients::CreateClientArgs),
     /// Register a gateway; prints its token once.
     CreateGateway {
         #[arg(long)]
@@ -254,6 +258,7 @@ pub async fn admin(cmd: AdminCmd, file: Option<&Path>) -> anyhow::Result<()> {
                 .await?;
             announce(&token);
         }
+        AdminCmd::CreateClient(a) => crate::clients::create_client(a, &cfg).await?,
         AdminCmd::CreateGateway { data_dir, id } => {
             vigil_model::DeviceId::new(id.as_str()).map_err(|e| InputError(e.to_string()))?;
             let db = data_dir
