@@ -749,17 +749,9 @@ impl Writer {
                     continue;
                 }
                 let first = next_seq;
-                for e in records {
-                    let binding = RowBinding {
-                        epoch: self.epoch,
-                        seq: next_seq,
-                        stream: e.stream,
-                        received: e.received,
-                    };
-                    let sealed = self
-                        .cipher
-                        .seal(&binding, &e.payload)
-                        .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
+                let sealed = seal_all(&self.cipher, self.epoch, first, records)
+                    .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
+                for (e, sealed) in records.iter().zip(sealed) {
                     ins.execute(params![next_seq as i64, e.stream, e.received, sealed])?;
                     next_seq += 1;
                 }
@@ -800,6 +792,60 @@ impl Writer {
         refresh_oldest(&self.conn, s)?;
         Ok(receipts)
     }
+}
+
+/// Runs shorter than this are sealed on the writer thread alone.
+const SEAL_PARALLEL_MIN: usize = 256;
+
+/// Seals records that get consecutive sequence numbers from `first`. Sealing is the writer's
+/// largest cost, so long runs are split over the available cores (scoped threads, joined
+/// before anything is inserted).
+fn seal_all(
+    cipher: &RecordCipher,
+    epoch: u64,
+    first: u64,
+    records: &[Encoded],
+) -> Result<Vec<Vec<u8>>, crypt::SealError> {
+    let seal_one = |i: usize, e: &Encoded| {
+        cipher.seal(
+            &RowBinding {
+                epoch,
+                seq: first + i as u64,
+                stream: e.stream,
+                received: e.received,
+            },
+            &e.payload,
+        )
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    if threads < 2 || records.len() < SEAL_PARALLEL_MIN {
+        return records
+            .iter()
+            .enumerate()
+            .map(|(i, e)| seal_one(i, e))
+            .collect();
+    }
+    let per = records.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = records
+            .chunks(per)
+            .enumerate()
+            .map(|(c, chunk)| {
+                s.spawn(move || {
+                    chunk
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| seal_one(c * per + i, e))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(records.len());
+        for p in parts {
+            out.extend(p.join().map_err(|_| crypt::SealError)??);
+        }
+        Ok(out)
+    })
 }
 
 /// Thins the oldest unsent stream samples to half their rate until about `need` bytes are
