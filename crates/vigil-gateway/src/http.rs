@@ -104,6 +104,7 @@ async fn health(State(st): State<SourceState>) -> Response {
             "last_seq": o.last_seq,
             "thinned_total": o.thinned_total,
             "refused_total": o.refused_total,
+            "corrupt": o.corrupt,
         },
         "hub": st.status.snapshot(),
         "adapters": st.adapters.snapshot(),
@@ -126,6 +127,7 @@ async fn metrics(State(st): State<SourceState>) -> Response {
          # TYPE vigil_gateway_outbox_appended_total counter\nvigil_gateway_outbox_appended_total {}\n\
          # TYPE vigil_gateway_outbox_thinned_total counter\nvigil_gateway_outbox_thinned_total {}\n\
          # TYPE vigil_gateway_outbox_refused_total counter\nvigil_gateway_outbox_refused_total {}\n\
+         # TYPE vigil_gateway_outbox_corrupt gauge\nvigil_gateway_outbox_corrupt {}\n\
          # TYPE vigil_gateway_sync_connected gauge\nvigil_gateway_sync_connected {}\n\
          # TYPE vigil_gateway_sync_failures_total counter\nvigil_gateway_sync_failures_total {}\n\
          # TYPE vigil_gateway_sync_records_confirmed_total counter\nvigil_gateway_sync_records_confirmed_total {}\n",
@@ -134,6 +136,7 @@ async fn metrics(State(st): State<SourceState>) -> Response {
         o.appended_total,
         o.thinned_total,
         o.refused_total,
+        o.corrupt,
         u8::from(s.connected),
         s.failures,
         s.records_confirmed,

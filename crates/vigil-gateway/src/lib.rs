@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use vigil_outbox::{Outbox, OutboxConfig, OutboxError};
+use vigil_outbox::{Outbox, OutboxConfig, OutboxError, SecretKey};
 
 /// Gateway settings.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -67,6 +67,9 @@ pub struct GatewayConfig {
     pub client_cert_file: Option<PathBuf>,
     /// The private key (PEM) of `client_cert_file`.
     pub client_key_file: Option<PathBuf>,
+    /// The outbox encryption key: 32 bytes raw, hex or base64, readable by its owner only.
+    /// Absent: `outbox.key` beside the outbox, created with a new key when neither exists.
+    pub outbox_key_file: Option<PathBuf>,
 }
 
 /// Settings of the Bluetooth adapter (`[gateway.ble]`).
@@ -97,6 +100,7 @@ impl Default for GatewayConfig {
             hub_ca_file: None,
             client_cert_file: None,
             client_key_file: None,
+            outbox_key_file: None,
         }
     }
 }
@@ -157,6 +161,45 @@ pub enum GatewayError {
     Quarantine(#[from] adapters::QuarantineError),
     #[error(transparent)]
     Edge(#[from] EdgeError),
+    #[error("outbox key: {0}")]
+    Key(#[from] vigil_outbox::KeyError),
+    #[error(
+        "outbox {outbox} is encrypted but its key file {key} does not exist; give the key with outbox_key_file"
+    )]
+    KeyMissing { outbox: PathBuf, key: PathBuf },
+}
+
+impl GatewayConfig {
+    /// Where the outbox key is read from: `outbox_key_file`, or `outbox.key` beside the outbox.
+    pub fn outbox_key_path(&self) -> PathBuf {
+        self.outbox_key_file
+            .clone()
+            .unwrap_or_else(|| self.outbox_path.with_extension("key"))
+    }
+}
+
+/// Loads the outbox key. A configured key file must exist. The default key file beside the
+/// outbox is created (mode 0600) only together with a new outbox; an outbox whose key file is
+/// gone is never given a new key.
+pub fn load_outbox_key(cfg: &GatewayConfig) -> Result<SecretKey, GatewayError> {
+    let path = cfg.outbox_key_path();
+    if cfg.outbox_key_file.is_some() {
+        return Ok(SecretKey::load(&path)?);
+    }
+    if !path.exists() && cfg.outbox_path.exists() {
+        return Err(GatewayError::KeyMissing {
+            outbox: cfg.outbox_path.clone(),
+            key: path,
+        });
+    }
+    let (key, created) = SecretKey::load_or_create(&path)?;
+    if created {
+        tracing::warn!(
+            key = %path.display(),
+            "new outbox key created beside the outbox: it protects a stolen disk only when moved elsewhere (see outbox_key_file)"
+        );
+    }
+    Ok(key)
 }
 
 /// A running gateway.
@@ -187,7 +230,8 @@ impl Gateway {
                 vigil_sync::MAX_RECORDS
             )));
         }
-        let mut ocfg = OutboxConfig::new(&cfg.outbox_path);
+        let key = load_outbox_key(&cfg)?;
+        let mut ocfg = OutboxConfig::new(&cfg.outbox_path, key);
         ocfg.max_bytes = cfg.outbox_max_bytes;
         let outbox = tokio::task::spawn_blocking(move || Outbox::open(ocfg))
             .await

@@ -160,9 +160,12 @@ async fn outbox_stage(
     sources: usize,
     batch: usize,
 ) -> anyhow::Result<()> {
+    // The key where the gateway looks by default, so the sync stage opens the same outbox.
+    let (key, _) = vigil_outbox::SecretKey::load_or_create(&path.with_extension("key"))?;
     let ob = vigil_outbox::Outbox::open(vigil_outbox::OutboxConfig {
         path,
         max_bytes: 16 << 30,
+        key,
     })?;
     let mut lg = spec(readings, patients).generator()?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Record>>(sources * 2);

@@ -2,6 +2,7 @@
 //! benchmarks, NEWS2 scoring and administration.
 
 mod audit;
+mod backup;
 mod bench;
 mod bench_fhir;
 mod clients;

@@ -60,6 +60,9 @@ pub struct GatewayArgs {
     /// `http://host:port/path` (a JSON POST).
     #[arg(long = "edge-alarm", value_name = "ACTION")]
     pub edge_alarm: Vec<vigil_gateway::AlarmAction>,
+    /// The outbox encryption key file (overrides `gateway.outbox_key_file`).
+    #[arg(long)]
+    pub outbox_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -97,6 +100,8 @@ pub enum AdminCmd {
         #[command(subcommand)]
         cmd: crate::pki::PkiCmd,
     },
+    #[command(flatten)]
+    Crypt(crate::backup::CryptCmd),
 }
 
 pub fn load_config(file: Option<&Path>) -> anyhow::Result<Config> {
@@ -183,6 +188,13 @@ pub async fn gateway(args: GatewayArgs, file: Option<&Path>) -> anyhow::Result<(
     if let Some(l) = args.listen {
         g.listen = Some(l);
     }
+    if let Some(k) = args.outbox_key_file {
+        g.outbox_key_file = Some(k);
+    } else if let Some(k) = g.outbox_key_file.as_mut()
+        && k.is_relative()
+    {
+        *k = cfg.data_dir.join(&*k);
+    }
     if let Some(m) = args.outbox_max_bytes {
         g.outbox_max_bytes = m;
     }
@@ -225,7 +237,9 @@ pub async fn gateway(args: GatewayArgs, file: Option<&Path>) -> anyhow::Result<(
         )
         .into());
     }
-    let gw = Gateway::start(cfg.gateway.clone()).await?;
+    let gw = Gateway::start(cfg.gateway.clone())
+        .await
+        .map_err(crate::backup::gateway_start_error)?;
     if let Some(addr) = gw.local_addr() {
         announce(&format!("gateway listening on http://{addr}"));
     }
@@ -298,6 +312,7 @@ pub async fn admin(cmd: AdminCmd, file: Option<&Path>) -> anyhow::Result<()> {
         AdminCmd::CreateUser(a) => crate::users::create_user(a, &cfg).await?,
         AdminCmd::DisableUser(a) => crate::users::disable_user(a, &cfg).await?,
         AdminCmd::Pki { cmd } => crate::pki::run(cmd, &cfg.data_dir)?,
+        AdminCmd::Crypt(c) => return crate::backup::run(c, &cfg).await,
     }
     Ok(())
 }

@@ -121,8 +121,11 @@ async fn the_demo_starts_restarts_on_its_data_and_loses_nothing_on_ctrl_c() {
     // Every generated record is at the hub or still in the gateway outbox.
     let store = vigil_store::sqlite::SqliteStore::open(d.path().join("hub.db")).expect("hub db");
     let s = store.stats().await.expect("stats");
+    let key = vigil_outbox::SecretKey::load(&d.path().join("gateway").join("outbox.key"))
+        .expect("the demo made an outbox key");
     let outbox = vigil_outbox::Outbox::open(vigil_outbox::OutboxConfig::new(
         d.path().join("gateway").join("outbox.db"),
+        key,
     ))
     .expect("outbox");
     let pending = outbox.stats().depth;

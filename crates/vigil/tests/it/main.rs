@@ -9,6 +9,7 @@ mod cli;
 mod demo;
 mod edge;
 mod ehr_push;
+mod encryption;
 mod fhir;
 mod fhir_client;
 mod fhir_resources;

@@ -70,8 +70,9 @@ fn spawn_mqtt_gateway(
 }
 
 fn outbox_depth(site: &Site) -> u64 {
-    let ob =
-        vigil_outbox::Outbox::open(vigil_outbox::OutboxConfig::new(site.outbox())).expect("outbox");
+    let key = vigil_outbox::SecretKey::load(&site.outbox().with_extension("key")).expect("key");
+    let ob = vigil_outbox::Outbox::open(vigil_outbox::OutboxConfig::new(site.outbox(), key))
+        .expect("outbox");
     let d = ob.stats().depth;
     ob.close();
     d
