@@ -19,13 +19,13 @@ mod fhir_inbound;
 mod fhir_routes;
 pub mod notify;
 pub mod oauth;
-pub mod privacy_routes;
 #[cfg(feature = "oidc")]
 mod oidc;
+pub mod privacy_routes;
 mod routes;
 pub mod session;
-mod users;
 pub mod tls;
+mod users;
 
 pub use error::ApiError;
 pub use routes::{OPENAPI as OPENAPI_YAML, router};

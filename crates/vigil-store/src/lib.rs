@@ -20,11 +20,11 @@ pub mod privacy;
 pub mod push;
 pub mod sqlite;
 mod sqlite_alerts;
+pub mod sqlite_audit;
 mod sqlite_privacy;
 mod sqlite_push;
 mod sqlite_users;
 pub mod users;
-pub mod sqlite_audit;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

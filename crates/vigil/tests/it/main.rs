@@ -17,9 +17,9 @@ mod harness;
 mod log_privacy;
 mod login;
 mod mqtt_crash;
-mod privacy;
 #[cfg(feature = "oidc")]
 mod oidc;
+mod privacy;
 mod scenarios;
 mod sync;
 mod tls;
