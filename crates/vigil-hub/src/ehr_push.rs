@@ -120,20 +120,32 @@ pub struct EhrTarget {
     pub timeout_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oauth2: Option<OAuth2Config>,
+    /// For `https://` targets: the CA certificate(s) (PEM) that sign the target's and the
+    /// token endpoint's certificates; when set only these are trusted, otherwise the
+    /// system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
-/// Whether `u` is a URL this build can reach: plain HTTP (the HTTP client is built without
-/// TLS until TLS support lands; reach an https:// target through a TLS-terminating proxy).
+/// Whether `u` is an absolute http:// or https:// URL.
 fn http_url(u: &str) -> Result<(), String> {
-    if u.starts_with("https://") {
-        return Err(format!(
-            "{u:?}: https is not supported yet; reach the target through a local TLS-terminating proxy (http://)"
-        ));
-    }
-    if !u.starts_with("http://") || reqwest::Url::parse(u).is_err() {
-        return Err(format!("must be an http:// URL, got {u:?}"));
+    if !(u.starts_with("http://") || u.starts_with("https://")) || reqwest::Url::parse(u).is_err() {
+        return Err(format!("must be an http:// or https:// URL, got {u:?}"));
     }
     Ok(())
+}
+
+/// The HTTP client of one target (TLS with the system's roots, or only `ca_file`'s CAs).
+fn target_client(t: &EhrTarget) -> Result<reqwest::Client, String> {
+    vigil_tls::install_default_provider();
+    let mut b = reqwest::Client::builder().timeout(Duration::from_millis(t.timeout_ms));
+    if let Some(ca) = &t.ca_file {
+        let pem = vigil_tls::read_ca_pem(ca).map_err(|e| e.to_string())?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("{}: {e}", ca.display()))?;
+        b = b.tls_certs_only(certs);
+    }
+    b.build().map_err(|e| e.to_string())
 }
 
 /// Checks the targets at start: names, URLs, limits and that secrets can be read.
@@ -170,6 +182,7 @@ pub fn validate(targets: &[EhrTarget]) -> Result<(), String> {
         if t.timeout_ms < 100 {
             return Err(format!("hub.ehr {n}: timeout_ms must be at least 100"));
         }
+        target_client(t).map_err(|e| format!("hub.ehr {n}: ca_file {e}"))?;
         if let Some(o) = &t.oauth2 {
             http_url(&o.token_url).map_err(|e| format!("hub.ehr {n}: oauth2.token_url {e}"))?;
             if o.client_id.is_empty() {
@@ -499,10 +512,7 @@ pub async fn run(state: AppState) {
     }
     let mut set = tokio::task::JoinSet::new();
     for t in targets {
-        let http = match reqwest::Client::builder()
-            .timeout(Duration::from_millis(t.timeout_ms))
-            .build()
-        {
+        let http = match target_client(&t) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(target_name = %t.name, error = %e, "cannot build an HTTP client; target not pushed");
@@ -689,10 +699,16 @@ mod tests {
         let mut bad = t.clone();
         bad.url = "ftp://x".into();
         assert!(validate(&[bad]).is_err());
+        let mut good = t.clone();
+        good.url = "https://ehr.example.org/fhir".into();
+        validate(&[good]).expect("https targets are reached over TLS");
         let mut bad = t.clone();
-        bad.url = "https://ehr.example.org/fhir".into();
-        let e = validate(&[bad]).expect_err("no TLS in this build");
-        assert!(e.contains("https is not supported yet"), "{e}");
+        bad.url = "ftp://ehr.example.org/fhir".into();
+        assert!(validate(&[bad]).is_err());
+        let mut bad = t.clone();
+        bad.ca_file = Some("/nonexistent/ehr-ca.pem".into());
+        let e = validate(&[bad]).expect_err("a CA file that cannot be read");
+        assert!(e.contains("ca_file"), "{e}");
         let mut bad = t.clone();
         bad.batch_size = 0;
         assert!(validate(&[bad]).is_err());

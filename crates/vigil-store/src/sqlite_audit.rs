@@ -79,6 +79,47 @@ pub(crate) fn init(conn: &Connection, db: &Path) -> Result<(), StoreError> {
         .map_err(|e| io("cannot write", &key, e))
 }
 
+/// After a restore of the database at `db` from a backup: writes the audit key the backup
+/// carried (mode 0600, replacing any key there) and a checkpoint at the restored log's head,
+/// so `vigil audit verify` checks the restored chain. A restore is a deliberate rollback:
+/// entries after the backup are gone, and the new checkpoint says so by pointing at the
+/// backup's head.
+pub fn restore_sidecars(db: &Path, key_hex: &str) -> Result<(), StoreError> {
+    let key = match hex::decode(key_hex.trim()) {
+        Ok(k) if k.len() == HASH_LEN => k,
+        _ => {
+            return Err(StoreError::Corrupt(
+                "the backup's audit key is malformed".into(),
+            ));
+        }
+    };
+    let path = key_path(db);
+    let tmp = sibling(db, "-audit.key.tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let write = || -> std::io::Result<()> {
+        let mut f = opts.open(&tmp)?;
+        f.write_all(hex::encode(&key).as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(|e| io("cannot write", &path, e))?;
+    let conn = open_read_only(db)?;
+    if !has_table(&conn)? {
+        return Ok(());
+    }
+    let (seq, hash) = head(&conn)?;
+    if seq == 0 {
+        return Ok(());
+    }
+    write_checkpoint(db, &key, &AuditHead { seq, hash })
+}
+
 /// The audit key of the database at `db`.
 pub fn read_key(db: &Path) -> Result<Vec<u8>, StoreError> {
     let path = key_path(db);

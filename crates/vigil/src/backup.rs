@@ -28,6 +28,9 @@ use std::path::{Path, PathBuf};
 use vigil_outbox::{KeyError, Outbox, SecretKey};
 
 const MAGIC: &[u8; 8] = b"VIGILBAK";
+/// Table of the backup copy holding files that live beside the database (the audit key);
+/// dropped again by the restore.
+const SIDECAR: &str = "vigil_backup_sidecar";
 const VERSION: u8 = 1;
 const CHUNK_LOG2: u8 = 16;
 const CHUNK: usize = 1 << CHUNK_LOG2;
@@ -322,6 +325,21 @@ fn backup(db: &Path, out: &Path, key: &SecretKey) -> anyhow::Result<u64> {
         conn.execute("VACUUM INTO ?1", [target])
             .context("consistent copy of the hub database failed")?;
     }
+    // The audit log verifies only with its key, which lives beside the database: the copy
+    // carries it (inside the encrypted backup) for the restore to put back.
+    let audit_key = vigil_store::sqlite_audit::key_path(db);
+    if audit_key.exists() {
+        let hex = std::fs::read_to_string(&audit_key)
+            .with_context(|| format!("cannot read {}", audit_key.display()))?;
+        let conn = rusqlite::Connection::open(&copy)?;
+        conn.execute_batch(&format!(
+            "CREATE TABLE {SIDECAR}(name TEXT PRIMARY KEY, value TEXT NOT NULL)"
+        ))?;
+        conn.execute(
+            &format!("INSERT INTO {SIDECAR}(name, value) VALUES ('audit.key', ?1)"),
+            [hex.trim()],
+        )?;
+    }
     let plain = std::fs::File::open(&copy)?;
     let len = plain.metadata()?.len();
     let out_dir = parent_of(out);
@@ -383,6 +401,27 @@ fn restore_into(input: &Path, key: &SecretKey, db: &Path, dir: &Path) -> anyhow:
             bail!("the restored database fails its integrity check: {check}");
         }
     }
+    let audit_key: Option<String> = {
+        let conn = rusqlite::Connection::open(tmp.path())?;
+        let has: i64 = conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [SIDECAR],
+            |r| r.get(0),
+        )?;
+        if has > 0 {
+            let key = conn
+                .query_row(
+                    &format!("SELECT value FROM {SIDECAR} WHERE name = 'audit.key'"),
+                    [],
+                    |r| r.get(0),
+                )
+                .ok();
+            conn.execute_batch(&format!("DROP TABLE {SIDECAR}"))?;
+            key
+        } else {
+            None
+        }
+    };
     // A replaced database must not meet the old one's write-ahead log.
     for suffix in ["-wal", "-shm"] {
         let mut p = db.as_os_str().to_owned();
@@ -398,6 +437,10 @@ fn restore_into(input: &Path, key: &SecretKey, db: &Path, dir: &Path) -> anyhow:
     }
     tmp.persist(db)
         .with_context(|| format!("cannot write {}", db.display()))?;
+    if let Some(key) = audit_key {
+        vigil_store::sqlite_audit::restore_sidecars(db, &key)
+            .context("cannot put back the audit key and checkpoint")?;
+    }
     sync_dir(dir)?;
     Ok(n)
 }

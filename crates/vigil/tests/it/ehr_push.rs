@@ -701,3 +701,113 @@ async fn a_batch_the_target_refuses_is_dead_lettered_and_shown_and_the_worker_go
         "{metrics}"
     );
 }
+
+/// Pushing to an `https://` EHR: hub B serves TLS with a certificate from a local CA that hub
+/// A trusts through `ca_file` (for the FHIR endpoint and the token endpoint alike); a target
+/// whose CA is not trusted gets nothing and shows the certificate error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_ehr_signed_by_a_configured_ca_receives_everything() {
+    let a = Site::new();
+    let b = Site::new();
+    let (port_a, port_b) = (free_port(), free_port());
+    let pki = b.hub_dir().join("pki");
+    let out = vigil()
+        .args(["admin", "pki", "init", "--dir"])
+        .arg(&pki)
+        .output()
+        .expect("run vigil admin pki init");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secret = create_client(&b, "hub-a");
+    let secret_file = a.hub_dir().join("ehr-secret");
+    std::fs::write(&secret_file, format!("{secret}\n")).expect("secret file");
+    // A second target with the same URL but no CA of ours: the system roots do not know it.
+    let config = a.hub_dir().join("vigil.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[hub.ehr]]\nname = \"hub-b\"\nurl = \"https://localhost:{port_b}/fhir/r4\"\n\
+             ca_file = \"{ca}\"\nbatch_size = 50\nmax_backoff_ms = 500\n\
+             [hub.ehr.oauth2]\ntoken_url = \"https://localhost:{port_b}/oauth2/token\"\n\
+             client_id = \"hub-a\"\nclient_secret_file = \"{secret}\"\n\
+             [[hub.ehr]]\nname = \"untrusted\"\nurl = \"https://localhost:{port_b}/fhir/r4\"\n\
+             max_backoff_ms = 500\n",
+            ca = pki.join("ca.pem").display(),
+            secret = secret_file.display()
+        ),
+    )
+    .expect("config");
+    let s = |p: &Path| p.to_str().expect("utf8 path").to_owned();
+    let (cert, key) = (s(&pki.join("hub.pem")), s(&pki.join("hub-key.pem")));
+    let hub_b = spawn_hub_with(
+        &b.hub_dir(),
+        &format!("127.0.0.1:{port_b}"),
+        &[
+            ("VIGIL_HUB__TLS__CERT_FILE", cert.as_str()),
+            ("VIGIL_HUB__TLS__KEY_FILE", key.as_str()),
+        ],
+    );
+    assert!(hub_b.url.starts_with("https://"), "{}", hub_b.url);
+    let hub_a = spawn_hub_config(&a.hub_dir(), port_a, &config);
+    let c = client();
+    let cb = tls_client(&pki.join("ca.pem"), None);
+
+    let mut g = load(300, 2);
+    enrol(&c, &hub_a.url, &a.admin, &g).await;
+    let records: Vec<Record> = g.by_ref().collect();
+    let gw = spawn_gateway(&hub_a.url, &a.gateway_token_file, &a.outbox(), 100);
+    feed(&c, &gw.url, &records).await;
+    let n = records.len() as u64;
+    assert_eq!(
+        wait_for_readings(&c, &hub_a.url, &a.admin, n, LONG).await,
+        n
+    );
+    assert_eq!(
+        wait_inbound(&cb, &hub_b.url, &b.admin, "Observation", n).await,
+        n
+    );
+    assert_exactly(&cb, &hub_b.url, &b.admin, "Observation", n).await;
+
+    // A's status: the trusted target caught up, the untrusted one holds everything back
+    // and says why.
+    let start = Instant::now();
+    let (trusted, untrusted) = loop {
+        let status = call(
+            &c,
+            reqwest::Method::GET,
+            format!("{}/api/v1/ehr", hub_a.url),
+            &a.admin,
+            Value::Null,
+        )
+        .await;
+        let targets = status["targets"].as_array().expect("targets").clone();
+        let by = |name: &str| {
+            targets
+                .iter()
+                .find(|t| t["name"] == name)
+                .cloned()
+                .expect("target status")
+        };
+        let (t, u) = (by("hub-b"), by("untrusted"));
+        let done = t["lag"]["observations"] == 0
+            && u["last_error"].as_str().is_some_and(|e| !e.is_empty());
+        if done || start.elapsed() > LONG {
+            break (t, u);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(trusted["lag"]["observations"], 0, "{trusted}");
+    assert!(
+        untrusted["lag"]["observations"].as_i64().unwrap_or(0) > 0,
+        "{untrusted}"
+    );
+    assert!(
+        untrusted["last_error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{untrusted}"
+    );
+}

@@ -365,6 +365,19 @@ async fn a_backup_of_a_running_hub_restores_into_a_hub_with_the_same_patients_an
     assert!(err.contains("--force"), "{err}");
     let (code, _, err) = restore(&backup, &bkey, &new_dir, true);
     assert_eq!(code, 0, "{err}");
+    // The restored audit log verifies: the backup carried its key, the restore wrote the
+    // checkpoint of the restored chain.
+    let v = vigil()
+        .args(["audit", "verify", "--data-dir"])
+        .arg(&new_dir)
+        .output()
+        .expect("run vigil audit verify");
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    assert!(
+        String::from_utf8_lossy(&v.stdout).contains("entries verified"),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
 
     let hub2 = spawn_hub(&new_dir, "127.0.0.1:0");
     assert_eq!(
