@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use vigil_outbox::Outbox;
 use vigil_sync::{Ack, Batch, WireRecord};
 
@@ -115,34 +116,22 @@ pub(crate) async fn run(
     let mut after = outbox.confirmed();
     let mut failures = 0u32;
     let epoch = outbox.epoch();
+    // The next batch, read (and decrypted, encoded, compressed) while the current one is in
+    // flight, for the position the hub will hold once it acknowledges the current one. It is
+    // used only when the hub's answer moves the cursor exactly there; otherwise it is dropped
+    // and the batch is read again from wherever the cursor is.
+    let mut prefetched: Option<(u64, JoinHandle<ReadBatch>)> = None;
     loop {
         if *stop.borrow() {
             return;
         }
-        let ob = outbox.clone();
-        let max = cfg.batch_max_records;
-        let read = tokio::task::spawn_blocking(move || {
-            let pending = ob.read_after(after, max, vigil_sync::MAX_DECOMPRESSED / 2)?;
-            let batch = Batch {
-                version: vigil_sync::VERSION,
-                epoch,
-                after,
-                records: pending
-                    .into_iter()
-                    .map(|p| WireRecord {
-                        seq: p.seq,
-                        payload: p.payload,
-                    })
-                    .collect(),
-            };
-            Ok::<_, vigil_outbox::OutboxError>((
-                batch.records.len(),
-                batch.records.last().map(|r| r.seq),
-                batch.encode(),
-            ))
-        })
-        .await;
-        let (n, _last, body) = match read {
+        let task = match prefetched.take() {
+            Some((from, task)) if from == after => task,
+            // A blocking read cannot be cancelled; its result is simply not used.
+            _ => start_read(&outbox, epoch, after, cfg.batch_max_records),
+        };
+        let read = task.await;
+        let (n, last, body) = match read {
             Ok(Ok(x)) => x,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "reading the outbox failed");
@@ -156,6 +145,12 @@ pub(crate) async fn run(
                 return;
             }
         };
+        if let Some(next) = last.filter(|_| n > 0) {
+            prefetched = Some((
+                next,
+                start_read(&outbox, epoch, next, cfg.batch_max_records),
+            ));
+        }
         if n == 0 && state.connected.load(Ordering::Relaxed) {
             // Idle: wait for new records.
             if sleep_or_stop(&stop, Duration::from_millis(50)).await {
@@ -207,6 +202,34 @@ pub(crate) async fn run(
             }
         }
     }
+}
+
+/// A batch read from the outbox: its record count, last sequence number and encoded body.
+type ReadBatch = Result<(usize, Option<u64>, Vec<u8>), vigil_outbox::OutboxError>;
+
+/// Starts reading the records after `after` (at most `max`) and encoding them as one batch.
+fn start_read(outbox: &Outbox, epoch: u64, after: u64, max: usize) -> JoinHandle<ReadBatch> {
+    let ob = outbox.clone();
+    tokio::task::spawn_blocking(move || {
+        let pending = ob.read_after(after, max, vigil_sync::MAX_DECOMPRESSED / 2)?;
+        let batch = Batch {
+            version: vigil_sync::VERSION,
+            epoch,
+            after,
+            records: pending
+                .into_iter()
+                .map(|p| WireRecord {
+                    seq: p.seq,
+                    payload: p.payload,
+                })
+                .collect(),
+        };
+        Ok((
+            batch.records.len(),
+            batch.records.last().map(|r| r.seq),
+            batch.encode(),
+        ))
+    })
 }
 
 /// Sleeps for `d`; true when stop was requested meanwhile.
