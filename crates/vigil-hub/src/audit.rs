@@ -507,10 +507,7 @@ async fn fhir_search(
             patient: patient.clone(),
         })
         .await?;
-    let base = match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
-        Some(h) if h.bytes().all(|b| b.is_ascii_graphic()) => format!("http://{h}/fhir/r4"),
-        _ => "/fhir/r4".to_owned(),
-    };
+    let base = crate::fhir_routes::base(&headers);
     let query = |after: u64| {
         let mut s = format!("{base}/AuditEvent?_count={count}&after={after}");
         if let Some(p) = &patient {

@@ -149,9 +149,18 @@ fn params(q: Params) -> Result<Vec<(String, String)>, FhirError> {
 }
 
 /// Base URL of this FHIR endpoint as the client addressed it.
-fn base(headers: &HeaderMap) -> String {
+/// The FHIR base URL as the client reached it: its Host, and https when the request came
+/// over TLS (or through a TLS-terminating proxy that says so in `X-Forwarded-Proto`).
+pub(crate) fn base(headers: &HeaderMap) -> String {
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+    {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
     match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
-        Some(h) if h.bytes().all(|b| b.is_ascii_graphic()) => format!("http://{h}/fhir/r4"),
+        Some(h) if h.bytes().all(|b| b.is_ascii_graphic()) => format!("{scheme}://{h}/fhir/r4"),
         _ => "/fhir/r4".to_owned(),
     }
 }

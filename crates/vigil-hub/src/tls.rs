@@ -176,6 +176,12 @@ pub async fn tls_layer(
 ) -> Response {
     req.extensions_mut().insert(ConnectInfo(peer.addr));
     req.extensions_mut().insert(peer.tls);
+    // Links the hub writes (FHIR paging, export locations) name the scheme the request
+    // arrived on; over TLS that is https whatever the client claimed.
+    req.headers_mut().insert(
+        axum::http::HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("https"),
+    );
     let mut resp = next.run(req).await;
     resp.headers_mut().insert(
         header::STRICT_TRANSPORT_SECURITY,

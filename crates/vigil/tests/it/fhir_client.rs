@@ -108,3 +108,128 @@ async fn fhirpy_reads_every_patient_and_their_latest_vitals() {
     assert_eq!(lastn, expected, "$lastn through fhirpy matches /api/v1");
     assert_eq!(searched, patients);
 }
+
+/// The same client against `vigil demo` as a user starts it (HTTPS with its own CA): a
+/// clinician of the demo's care teams reads every simulated patient and their latest vitals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fhirpy_reads_the_demos_patients_and_latest_vitals() {
+    let python = std::env::var("VIGIL_PYTHON").expect(
+        "VIGIL_PYTHON must name a Python with fhirpy (scripts/test sets it up: \
+         target/fhir-validator/bin/python)",
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let patients = 4;
+    let mut cmd = vigil();
+    cmd.args([
+        "--log",
+        "warn",
+        "demo",
+        "--port",
+        "0",
+        "--patients",
+        &patients.to_string(),
+        "--history",
+        "10m",
+        "--data-dir",
+    ])
+    .arg(dir.path());
+    let demo = spawn_announcing(cmd, "Vigil demo: hub ");
+    let hub = demo
+        .url
+        .split_whitespace()
+        .next()
+        .expect("hub url")
+        .to_owned();
+    assert!(hub.starts_with("https://"), "{hub}");
+    let ca = dir.path().join("pki").join("ca.pem");
+    let creds: Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("demo-credentials.json")).expect("credentials"),
+    )
+    .expect("json");
+    let clinician = creds["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .find(|u| u["role"] == "clinician")
+        .and_then(|u| u["token"].as_str())
+        .expect("a clinician token")
+        .to_owned();
+
+    // Wait until the demo's history reached the hub: every patient has heart rate and SpO2.
+    let c = tls_client(&ca, None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let ids: Vec<String> = loop {
+        let v: Value = call(
+            &c,
+            reqwest::Method::GET,
+            format!("{hub}/api/v1/patients"),
+            &clinician,
+            Value::Null,
+        )
+        .await;
+        let list = v["patients"].as_array().cloned().unwrap_or_default();
+        let ready = list.len() == patients
+            && list.iter().all(|p| {
+                let codes: Vec<&str> = p["latest"]
+                    .as_array()
+                    .map(|l| l.iter().filter_map(|r| r["code"].as_str()).collect())
+                    .unwrap_or_default();
+                codes.contains(&"8867-4") && codes.contains(&"59408-5")
+            });
+        if ready {
+            break list
+                .iter()
+                .filter_map(|p| p["id"].as_str().map(str::to_owned))
+                .collect();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "demo data not synced: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../vigil-fhir/tests/fhirpy_client.py");
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(format!("{hub}/fhir/r4"))
+        .arg(&clinician)
+        // fhirpy's HTTP stack (requests) trusts the demo's CA through this.
+        .env("REQUESTS_CA_BUNDLE", &ca)
+        .output()
+        .expect("run the fhirpy client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "fhirpy client failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let count = lines
+        .iter()
+        .find(|l| l["kind"] == "patients")
+        .expect("patient count line");
+    assert_eq!(count["count"], patients, "{stdout}");
+    for id in &ids {
+        let vitals: BTreeMap<&str, f64> = lines
+            .iter()
+            .filter(|l| l["kind"] == "lastn" && l["patient"] == id.as_str())
+            .filter_map(|l| Some((l["code"].as_str()?, l["value"].as_f64()?)))
+            .collect();
+        let hr = vitals.get("8867-4").copied().expect("latest heart rate");
+        let spo2 = vitals.get("59408-5").copied().expect("latest SpO2");
+        assert!((20.0..=250.0).contains(&hr), "{id}: heart rate {hr}");
+        assert!((50.0..=100.0).contains(&spo2), "{id}: SpO2 {spo2}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l["kind"] == "search" && l["patient"] == id.as_str()),
+            "{id}: latest heart rate by sorted search"
+        );
+    }
+    drop(demo);
+}
