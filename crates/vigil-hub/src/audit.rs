@@ -507,7 +507,7 @@ async fn fhir_search(
             patient: patient.clone(),
         })
         .await?;
-    let base = crate::fhir_routes::base(&headers);
+    let base = crate::fhir_routes::base(headers);
     let query = |after: u64| {
         let mut s = format!("{base}/AuditEvent?_count={count}&after={after}");
         if let Some(p) = &patient {
