@@ -4,7 +4,7 @@
 use crate::access::{self, Visibility};
 use crate::alerts::{RuleSettings, SettingsError};
 use crate::auth::User;
-use crate::routes::{ApiJson, ApiQuery, patient_id};
+use crate::routes::{ApiJson, ApiQuery, list_limit, patient_id, status_param};
 use crate::{ApiError, AppState};
 use axum::Router;
 use axum::extract::{Path, State};
@@ -92,22 +92,24 @@ async fn list_alerts(
 ) -> Result<Json<Value>, ApiError> {
     let visible = access::visible_patients(&st, &u).await?;
     let mut filter = AlertFilter {
-        limit: q.limit.unwrap_or(100).clamp(1, 10_000),
+        limit: list_limit(q.limit),
         ..AlertFilter::default()
     };
-    match q.status.as_deref() {
-        None | Some("all") => {}
-        Some("active") => filter.active = true,
-        Some(s) => {
-            filter.status = Some(AlertStatus::parse(s).ok_or_else(|| {
-                ApiError::bad(
-                    "invalid_status",
-                    format!(
-                        "status must be open, acknowledged, escalated, resolved, active or all, got {s:?}"
-                    ),
-                )
-            })?);
-        }
+    match status_param(
+        q.status.as_deref(),
+        &[
+            "open",
+            "acknowledged",
+            "escalated",
+            "resolved",
+            "active",
+            "all",
+        ],
+        "all",
+    )? {
+        "all" => {}
+        "active" => filter.active = true,
+        s => filter.status = AlertStatus::parse(s),
     }
     filter.patient = q.patient.as_deref().map(patient_id).transpose()?;
     let alerts = match (&visible, &filter.patient) {
@@ -536,17 +538,15 @@ async fn list_notifications(
     ApiQuery(q): ApiQuery<NotificationParams>,
 ) -> Result<Json<Value>, ApiError> {
     u.require_admin()?;
-    let status = match q.status.as_deref() {
-        None | Some("all") => None,
-        Some(s @ ("pending" | "delivered" | "dead")) => Some(s),
-        Some(s) => {
-            return Err(ApiError::bad(
-                "invalid_status",
-                format!("status must be pending, delivered, dead or all, got {s:?}"),
-            ));
-        }
+    let status = match status_param(
+        q.status.as_deref(),
+        &["pending", "delivered", "dead", "all"],
+        "all",
+    )? {
+        "all" => None,
+        s => Some(s),
     };
-    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let limit = list_limit(q.limit);
     let list = st.store.notifications(status, limit).await?;
     Ok(Json(json!({ "count": list.len(), "notifications": list })))
 }

@@ -88,6 +88,28 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// The `status` query value of a list route: `default` when absent, otherwise one of
+/// `allowed` (a 400 `invalid_status` problem naming them when it is not).
+pub(crate) fn status_param<'a>(
+    value: Option<&'a str>,
+    allowed: &[&'static str],
+    default: &'static str,
+) -> Result<&'a str, ApiError> {
+    match value {
+        None => Ok(default),
+        Some(s) if allowed.contains(&s) => Ok(s),
+        Some(s) => Err(ApiError::bad(
+            "invalid_status",
+            format!("status must be one of {}, got {s:?}", allowed.join(", ")),
+        )),
+    }
+}
+
+/// The `limit` query value of a list route: 100 when absent, kept within 1..=10,000.
+pub(crate) fn list_limit(value: Option<usize>) -> usize {
+    value.unwrap_or(100).clamp(1, 10_000)
+}
+
 /// Query extractor whose rejections are problem documents.
 pub(crate) struct ApiQuery<T>(pub T);
 
@@ -481,17 +503,8 @@ async fn list_quarantine(
     ApiQuery(q): ApiQuery<QuarantineParams>,
 ) -> Result<Json<Value>, ApiError> {
     access::require_operator(&u)?;
-    let open_only = match q.status.as_deref() {
-        None | Some("open") => true,
-        Some("all") => false,
-        Some(s) => {
-            return Err(ApiError::bad(
-                "invalid_status",
-                format!("status must be open or all, got {s:?}"),
-            ));
-        }
-    };
-    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let open_only = status_param(q.status.as_deref(), &["open", "all"], "open")? == "open";
+    let limit = list_limit(q.limit);
     let entries = st.store.quarantine(limit, open_only).await?;
     Ok(Json(json!({ "count": entries.len(), "entries": entries })))
 }
